@@ -1,0 +1,55 @@
+"""CV Tools settings.
+
+Edit a value here, or override any of them without touching this file with an
+environment variable named CVTOOLS_<NAME IN CAPITALS>, e.g. CVTOOLS_PORT=8080.
+Lists are written as JSON in the environment: CVTOOLS_PUBLIC_DIRS='["/srv/images"]'.
+"""
+
+# Folder with one sub-folder per group (class). Created if missing.
+# A relative path is taken from the folder you start CV Tools in.
+dataset_dir = "./dataset"
+
+# The network to fine-tune: a Hugging Face model id, or a folder saved with save_pretrained.
+# Without network access (and not in the local cache) CV Tools falls back to the
+# EfficientNet-Lite0 network that ships with it, and says so on every page.
+neuronet = "facebook/convnextv2-base-22k-224"
+
+# Share of each group's images kept aside to measure accuracy (0.2 = 20 %).
+test_size = 0.2
+
+# How many images the network looks at in one step (training and analysis).
+batch_size = 16
+
+# Two images closer than this are listed as duplicates.
+# Cosine distance between image embeddings: 0 = identical, 1 = unrelated.
+max_equal_distance = 0.08
+
+# Address and port of the web pages. Keep host 127.0.0.1 (this computer only) unless
+# other computers must reach CV Tools; then auth_token must be set.
+host = "127.0.0.1"
+port = 8000
+
+# Folders whose images /cv may read by local path. Empty: only the dataset folder.
+public_dirs: list[str] = []
+
+# Password for every page and endpoint (empty: none). Required when host is not 127.0.0.1.
+# Systems send it as the header "Authorization: Bearer <token>"; people log in once.
+auth_token = ""
+
+# Let /cv and the grabber fetch from private network addresses (192.168.x.x, localhost...).
+allow_private_urls = False
+
+# Largest upload accepted in one request, in megabytes.
+max_upload_mb = 200
+
+# Largest image accepted, in pixels (width x height). 50 megapixels by default.
+max_image_pixels = 50_000_000
+
+# Which numbers describe an image for the similar-image search:
+# "features" (the network's internal description, finds look-alikes best) or
+# "logits" (the group scores, as the original CV Tools did).
+similarity_space = "features"
+
+# Training mode when you press Start learning: "auto" (fast "head" mode on a normal
+# computer, full "finetune" on a graphics card), "head" or "finetune".
+train_mode = "auto"

@@ -1,0 +1,578 @@
+"""The folder-per-group dataset, kept in step with the catalog.
+
+Group images live in `<root>/<group>/<filename>`; New and Deleted images in
+`<root>/.cvtools/files/<id><ext>`. A change is one catalog transaction that also records the
+file moves it implies; the moves are done after the commit and rolled forward at start-up,
+so a crash at any moment leaves catalog and folders consistent and no file is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import shutil
+import sqlite3
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import imaging
+from .catalog import Catalog
+from .errors import BadInput, Conflict, NotFound
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("group", "new", "deleted")
+STATE = ".cvtools"
+_BAD_NAME_CHARS = re.compile(r'[/\\<>:"|?*\x00-\x1f\x7f]')
+
+
+def validate_leaf(name: str) -> str:
+    """A group's own name (one folder level); raises BadInput with the reason."""
+    if not isinstance(name, str) or not name.strip():
+        raise BadInput("group name must not be empty")
+    name = unicodedata.normalize("NFC", name.strip())
+    if name in (".", ".."):
+        raise BadInput("group name must not be '.' or '..'")
+    if "/" in name or "\\" in name:
+        raise BadInput("group name must not contain '/' or '\\'")
+    if name.startswith("."):
+        raise BadInput("group name must not start with a dot")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        raise BadInput("group name must not contain control characters")
+    if _BAD_NAME_CHARS.search(name):
+        raise BadInput('group name must not contain any of < > : " | ? *')
+    if name.endswith("."):
+        raise BadInput("group name must not end with a dot")
+    if len(name.encode()) > 120:
+        raise BadInput("group name is too long (120 bytes at most)")
+    return name
+
+
+def validate_group_path(name: str) -> str:
+    """A full group name such as 'mammals/cats'."""
+    if not isinstance(name, str) or not name:
+        raise BadInput("group name must not be empty")
+    parts = [validate_leaf(p) for p in name.split("/")]
+    return "/".join(parts)
+
+
+def safe_filename(name: str, ext: str, fallback: str) -> str:
+    base = Path(unicodedata.normalize("NFC", name or "")).name
+    stem = Path(base).stem
+    stem = _BAD_NAME_CHARS.sub("_", stem)
+    stem = "".join(c for c in stem if unicodedata.category(c)[0] != "C").strip(" .")
+    stem = stem[:100] or fallback
+    return f"{stem}{ext}"
+
+
+@dataclass
+class AddResult:
+    added: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Incoming:
+    """A file waiting to be taken in: a temp file under .cvtools/tmp that we own."""
+
+    name: str
+    path: Path
+    source: str | None = None
+
+
+class Dataset:
+    def __init__(self, root: Path, *, max_image_pixels: int) -> None:
+        self.root = root
+        self.state = root / STATE
+        self.files_dir = self.state / "files"
+        self.thumbs_dir = self.state / "thumbs"
+        self.trash_dir = self.state / "trash"
+        self.tmp_dir = self.state / "tmp"
+        for d in (self.root, self.state, self.files_dir, self.thumbs_dir, self.trash_dir, self.tmp_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.max_image_pixels = max_image_pixels
+        self.catalog = Catalog(self.state / "catalog.sqlite")
+        self._lock = threading.RLock()
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.recover()
+
+    # ---- paths -------------------------------------------------------------------------
+    def rel_path(self, row: sqlite3.Row | dict[str, Any]) -> str:
+        if row["status"] == "group":
+            return f"{row['grp']}/{row['filename']}"
+        return f"{STATE}/files/{row['id']}{row['ext']}"
+
+    def abs_path(self, row: sqlite3.Row | dict[str, Any]) -> Path:
+        return self.root / self.rel_path(row)
+
+    def group_dir(self, group: str) -> Path:
+        return self.root / group
+
+    def new_tmp_path(self) -> Path:
+        return self.tmp_dir / f"up-{secrets.token_hex(8)}"
+
+    # ---- change notification -------------------------------------------------------------
+    def _emit(self, op: str, **data: Any) -> None:
+        for fn in list(self.listeners):
+            try:
+                fn({"op": op, **data})
+            except Exception:  # a listener must never break a dataset operation
+                log.exception("dataset listener failed")
+
+    # ---- pending moves (the crash-safety mechanism) -------------------------------------
+    @staticmethod
+    def _plan_move(db: sqlite3.Connection, src: str | Path, dst: str) -> None:
+        db.execute("INSERT INTO moves (src, dst) VALUES (?, ?)", (str(src), dst))
+
+    def _resolve(self, p: str) -> Path:
+        path = Path(p)
+        return path if path.is_absolute() else self.root / path
+
+    def _apply_moves(self) -> list[str]:
+        """Do every planned move; a move already done is skipped. Returns problems found."""
+        problems: list[str] = []
+        rows = self.catalog.all("SELECT seq, src, dst FROM moves ORDER BY seq")
+        for row in rows:
+            src, dst = self._resolve(row["src"]), self._resolve(row["dst"])
+            if src.exists() or src.is_symlink():
+                if dst.exists():
+                    problems.append(f"cannot move {row['src']} to {row['dst']}: target exists")
+                    continue
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(src, dst)
+            elif not dst.exists():
+                problems.append(f"file missing for planned move {row['src']} -> {row['dst']}")
+        if rows:
+            last = rows[-1]["seq"]
+            with self.catalog.transaction() as db:
+                db.execute("DELETE FROM moves WHERE seq <= ?", (last,))
+        return problems
+
+    def recover(self) -> list[str]:
+        """Roll forward moves a crash interrupted and clear abandoned temp files."""
+        with self._lock:
+            problems = self._apply_moves()
+            for p in self.tmp_dir.iterdir():
+                p.unlink(missing_ok=True) if p.is_file() else shutil.rmtree(p, ignore_errors=True)
+        for p in problems:
+            log.warning("recovery: %s", p)
+        return problems
+
+    # ---- groups ---------------------------------------------------------------------------
+    def group_names(self) -> list[str]:
+        return [r["name"] for r in self.catalog.all("SELECT name FROM groups ORDER BY name")]
+
+    def require_group(self, name: str) -> str:
+        name = validate_group_path(name)
+        if not self.catalog.one("SELECT 1 FROM groups WHERE name = ?", (name,)):
+            raise NotFound(f"group {name!r} does not exist")
+        return name
+
+    def list_groups(self) -> list[dict[str, Any]]:
+        counts: dict[str, dict[str, int]] = {}
+        for r in self.catalog.all("SELECT grp, status, count(*) AS n FROM images GROUP BY grp, status"):
+            counts.setdefault(r["grp"], dict.fromkeys(STATUSES, 0))[r["status"]] = r["n"]
+        out = []
+        for name in self.group_names():
+            parent = name.rsplit("/", 1)[0] if "/" in name else None
+            out.append({"name": name, "parent": parent, "counts": counts.get(name, dict.fromkeys(STATUSES, 0))})
+        return out
+
+    def totals(self) -> dict[str, int]:
+        totals = dict.fromkeys(STATUSES, 0)
+        for r in self.catalog.all("SELECT status, count(*) AS n FROM images GROUP BY status"):
+            totals[r["status"]] = r["n"]
+        return totals
+
+    def create_group(self, name: str, parent: str | None = None) -> str:
+        leaf = validate_leaf(name)
+        with self._lock:
+            full = f"{self.require_group(parent)}/{leaf}" if parent else leaf
+            if self.catalog.one("SELECT 1 FROM groups WHERE name = ?", (full,)):
+                raise Conflict(f"group {full!r} already exists")
+            self.group_dir(full).mkdir(parents=True, exist_ok=True)
+            with self.catalog.transaction() as db:
+                db.execute("INSERT INTO groups (name, created) VALUES (?, ?)", (full, time.time()))
+                Catalog.log(db, "create_group", name=full)
+        self._emit("groups", name=full)
+        return full
+
+    def _subtree(self, name: str) -> list[str]:
+        return [g for g in self.group_names() if g == name or g.startswith(name + "/")]
+
+    def rename_group(self, name: str, new_leaf: str) -> str:
+        leaf = validate_leaf(new_leaf)
+        with self._lock:
+            name = self.require_group(name)
+            parent = name.rsplit("/", 1)[0] if "/" in name else None
+            new = f"{parent}/{leaf}" if parent else leaf
+            if new == name:
+                return name
+            if self.catalog.one("SELECT 1 FROM groups WHERE name = ?", (new,)) or (
+                self.group_dir(new).exists() and new.lower() != name.lower()
+            ):
+                raise Conflict(f"group {new!r} already exists")
+            n = len(name)
+            with self.catalog.transaction() as db:
+                for table, col in (("groups", "name"), ("images", "grp")):
+                    db.execute(
+                        f"UPDATE {table} SET {col} = ? || substr({col}, ?) WHERE {col} = ? OR substr({col}, 1, ?) = ?",
+                        (new, n + 1, name, n + 1, name + "/"),
+                    )
+                self._plan_move(db, name, new)
+                Catalog.log(db, "rename_group", name=name, to=new)
+            self._apply_moves()
+        self._emit("groups", name=new, old=name)
+        return new
+
+    def delete_group(self, name: str) -> int:
+        """The group, its sub-groups and all their images go to the trash; nothing is unlinked."""
+        with self._lock:
+            name = self.require_group(name)
+            groups = self._subtree(name)
+            marks = ",".join("?" * len(groups))
+            rows = self.catalog.all(f"SELECT * FROM images WHERE grp IN ({marks})", groups)
+            trash_rel = f"{STATE}/trash/{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+            with self.catalog.transaction() as db:
+                for row in rows:
+                    if row["status"] == "group":
+                        gone = {**dict(row), "status": "deleted"}
+                        self._plan_move(db, self.rel_path(row), self.rel_path(gone))
+                db.execute(f"UPDATE images SET status = 'deleted' WHERE grp IN ({marks})", groups)
+                db.execute(f"DELETE FROM groups WHERE name IN ({marks})", groups)
+                # Whatever else is in the folder (other files, empty sub-folders) goes along.
+                self._plan_move(db, name, f"{trash_rel}/{name.rsplit('/', 1)[-1]}")
+                Catalog.log(db, "delete_group", name=name, images=len(rows))
+            self._apply_moves()
+        self._emit("groups", name=name, deleted=True)
+        return len(rows)
+
+    # ---- images ---------------------------------------------------------------------------
+    def image_json(self, row: sqlite3.Row) -> dict[str, Any]:
+        return {
+            "id": row["id"],
+            "group": row["grp"],
+            "status": row["status"],
+            "path": str(self.abs_path(row)),
+            "url": f"/api/images/{row['id']}/file",
+            "thumb": f"/api/images/{row['id']}/thumb",
+            "sha256": row["sha256"],
+            "source": row["source"],
+            "width": row["width"],
+            "height": row["height"],
+            "filename": row["filename"],
+        }
+
+    def get_row(self, image_id: str) -> sqlite3.Row:
+        row = self.catalog.one("SELECT * FROM images WHERE id = ?", (str(image_id),))
+        if row is None:
+            raise NotFound(f"image {image_id!r} does not exist")
+        return row
+
+    def get_image(self, image_id: str) -> dict[str, Any]:
+        return self.image_json(self.get_row(image_id))
+
+    def list_images(
+        self, group: str, status: str = "group", offset: int = 0, limit: int = 200
+    ) -> tuple[int, list[dict[str, Any]]]:
+        group = validate_group_path(group)
+        if status not in STATUSES:
+            raise BadInput(f"status must be one of {', '.join(STATUSES)}")
+        if offset < 0 or not 1 <= limit <= 1000:
+            raise BadInput("offset must be >= 0 and limit between 1 and 1000")
+        if status != "deleted":
+            self.require_group(group)
+        total = self.catalog.one("SELECT count(*) AS n FROM images WHERE grp = ? AND status = ?", (group, status))["n"]
+        rows = self.catalog.all(
+            "SELECT * FROM images WHERE grp = ? AND status = ? ORDER BY created, id LIMIT ? OFFSET ?",
+            (group, status, limit, offset),
+        )
+        return total, [self.image_json(r) for r in rows]
+
+    def rows_with_status(self, status: str = "group") -> list[sqlite3.Row]:
+        return self.catalog.all("SELECT * FROM images WHERE status = ? ORDER BY grp, created, id", (status,))
+
+    def _unique_filename(self, group: str, wanted: str, taken: set[str]) -> str:
+        stem, ext = os.path.splitext(wanted)
+        candidate, n = wanted, 1
+        folder = self.group_dir(group)
+        while (
+            candidate.lower() in taken
+            or (folder / candidate).exists()
+            or self.catalog.one(
+                "SELECT 1 FROM images WHERE grp = ? AND status = 'group' AND filename = ?", (group, candidate)
+            )
+        ):
+            n += 1
+            candidate = f"{stem}-{n}{ext}"
+        taken.add(candidate.lower())
+        return candidate
+
+    def known_sha(self, sha: str) -> bool:
+        return self.catalog.one("SELECT 1 FROM seen WHERE sha256 = ?", (sha,)) is not None or (
+            self.catalog.one("SELECT 1 FROM images WHERE sha256 = ?", (sha,)) is not None
+        )
+
+    def add_images(self, group: str, items: Iterable[Incoming], *, status: str = "group") -> AddResult:
+        """Take in temp files: validate and hash each (outside the lock), then one transaction."""
+        if status not in STATUSES:
+            raise BadInput(f"status must be one of {', '.join(STATUSES)}")
+        group = self.require_group(group)
+        result = AddResult()
+        accepted: list[tuple[Incoming, imaging.ImageInfo, str, int]] = []
+        batch_shas: set[str] = set()
+        items = list(items)
+        try:
+            for item in items:
+                try:
+                    info = imaging.check_image(item.path, max_pixels=self.max_image_pixels)
+                except imaging.ImageRejected as exc:
+                    result.skipped.append({"name": item.name, "reason": str(exc)})
+                    continue
+                sha = imaging.sha256_file(item.path)
+                if sha in batch_shas or self.known_sha(sha):
+                    result.skipped.append({"name": item.name, "reason": "duplicate of an image already in the catalog"})
+                    continue
+                batch_shas.add(sha)
+                accepted.append((item, info, sha, item.path.stat().st_size))
+            if not accepted:
+                return result
+            with self._lock:
+                taken: set[str] = set()
+                now = time.time()
+                rows = []
+                with self.catalog.transaction() as db:
+                    for i, (item, info, sha, size) in enumerate(accepted):
+                        if self.known_sha(sha):  # taken in by a concurrent request meanwhile
+                            result.skipped.append(
+                                {"name": item.name, "reason": "duplicate of an image already in the catalog"}
+                            )
+                            continue
+                        image_id = secrets.token_hex(8)
+                        filename = safe_filename(item.name, info.ext, image_id)
+                        if status == "group":
+                            filename = self._unique_filename(group, filename, taken)
+                        row = {
+                            "id": image_id,
+                            "grp": group,
+                            "status": status,
+                            "filename": filename,
+                            "ext": info.ext,
+                            "sha256": sha,
+                            "phash": info.phash,
+                            "source": item.source,
+                            "width": info.width,
+                            "height": info.height,
+                            "size": size,
+                            "created": now + i * 1e-6,
+                        }
+                        db.execute(
+                            "INSERT INTO images VALUES (:id, :grp, :status, :filename, :ext, :sha256, :phash,"
+                            " :source, :width, :height, :size, :created)",
+                            row,
+                        )
+                        db.execute(
+                            "INSERT OR IGNORE INTO seen (sha256, phash, source) VALUES (?, ?, ?)",
+                            (sha, info.phash, item.source),
+                        )
+                        self._plan_move(db, item.path, self.rel_path(row))
+                        rows.append(row)
+                    Catalog.log(db, "add_images", group=group, status=status, ids=[r["id"] for r in rows])
+                self._apply_moves()
+            result.added = [self.image_json(r) for r in rows]  # type: ignore[arg-type]
+        finally:
+            for item in items:
+                item.path.unlink(missing_ok=True)
+        if result.added:
+            self._emit("images", groups=[group])
+        return result
+
+    def _rows_for(self, ids: list[str]) -> list[sqlite3.Row]:
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise BadInput("ids must be a list of image ids")
+        if len(ids) > 100_000:
+            raise BadInput("too many ids in one request (100000 at most)")
+        rows: list[sqlite3.Row] = []
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            rows += self.catalog.all(f"SELECT * FROM images WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+        if len(rows) != len(unique):
+            found = {r["id"] for r in rows}
+            missing = [i for i in unique if i not in found]
+            raise NotFound(
+                f"image {missing[0]!r} does not exist" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            )
+        return rows
+
+    def _relocate(self, rows: list[sqlite3.Row], *, status: str, group: str | None, op: str) -> int:
+        """Give rows a new status (and group); one transaction, then the file moves."""
+        changed = 0
+        touched: set[str] = set()
+        taken: set[str] = set()
+        with self.catalog.transaction() as db:
+            for row in rows:
+                target_group = group or row["grp"]
+                if row["status"] == status and row["grp"] == target_group:
+                    continue
+                new = dict(row)
+                new["status"], new["grp"] = status, target_group
+                if status == "group":
+                    new["filename"] = self._unique_filename(target_group, row["filename"], taken)
+                    if not self.catalog.one("SELECT 1 FROM groups WHERE name = ?", (target_group,)):
+                        # A deleted group's image brought back: the group comes back too.
+                        db.execute(
+                            "INSERT OR IGNORE INTO groups (name, created) VALUES (?, ?)", (target_group, time.time())
+                        )
+                        self.group_dir(target_group).mkdir(parents=True, exist_ok=True)
+                db.execute(
+                    "UPDATE images SET status = ?, grp = ?, filename = ? WHERE id = ?",
+                    (new["status"], new["grp"], new["filename"], row["id"]),
+                )
+                src, dst = self.rel_path(row), self.rel_path(new)
+                if src != dst:
+                    self._plan_move(db, src, dst)
+                touched.update((row["grp"], target_group))
+                changed += 1
+            Catalog.log(db, op, ids=[r["id"] for r in rows], status=status, group=group)
+        self._apply_moves()
+        if changed:
+            self._emit("images", groups=sorted(touched))
+        return changed
+
+    def set_status(self, ids: list[str], status: str) -> int:
+        if status not in STATUSES:
+            raise BadInput(f"status must be one of {', '.join(STATUSES)}")
+        with self._lock:
+            return self._relocate(self._rows_for(ids), status=status, group=None, op="set_status")
+
+    def move(self, ids: list[str], group: str) -> int:
+        with self._lock:
+            group = self.require_group(group)
+            return self._relocate(self._rows_for(ids), status="group", group=group, op="move")
+
+    def file_path(self, image_id: str) -> Path:
+        path = self.abs_path(self.get_row(image_id))
+        if not path.is_file():
+            raise NotFound(f"the file of image {image_id!r} is missing")
+        return path
+
+    def thumb_path(self, image_id: str) -> Path:
+        row = self.get_row(image_id)
+        thumb = self.thumbs_dir / f"{row['id']}.jpg"
+        if not thumb.exists():
+            src = self.abs_path(row)
+            if not src.is_file():
+                raise NotFound(f"the file of image {image_id!r} is missing")
+            imaging.write_atomic(thumb, imaging.thumbnail_jpeg(src, max_pixels=self.max_image_pixels))
+        return thumb
+
+    # ---- rescan -------------------------------------------------------------------------
+    def rescan(
+        self, progress: Callable[[int, int, str], None] | None = None, cancelled: Callable[[], bool] = lambda: False
+    ) -> dict[str, Any]:
+        """Adopt files and folders added by hand; report catalog images whose file vanished."""
+        report: dict[str, Any] = {"adopted": 0, "groups_adopted": [], "vanished": [], "skipped": []}
+        with self._lock:
+            report["recovery"] = self._apply_moves()
+            known_groups = set(self.group_names())
+            folders: list[str] = []
+            for dirpath, dirnames, _ in os.walk(self.root):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                rel = Path(dirpath).relative_to(self.root).as_posix()
+                if rel != ".":
+                    folders.append(rel)
+            new_groups = []
+            for rel in folders:
+                try:
+                    validate_group_path(rel)
+                except BadInput as exc:
+                    report["skipped"].append({"name": rel, "reason": f"folder not usable as a group: {exc.detail}"})
+                    continue
+                if rel not in known_groups:
+                    new_groups.append(rel)
+            vanished_groups = [g for g in known_groups if not self.group_dir(g).is_dir()]
+            with self.catalog.transaction() as db:
+                for g in new_groups:
+                    db.execute("INSERT INTO groups (name, created) VALUES (?, ?)", (g, time.time()))
+                for g in vanished_groups:
+                    db.execute("DELETE FROM groups WHERE name = ?", (g,))
+            report["groups_adopted"] = new_groups
+            known_groups = (known_groups | set(new_groups)) - set(vanished_groups)
+            on_disk: dict[str, set[str]] = {}
+            candidates: list[tuple[str, str]] = []
+            for g in sorted(known_groups):
+                names = {e.name for e in os.scandir(self.group_dir(g)) if e.is_file() and not e.name.startswith(".")}
+                on_disk[g] = names
+                in_cat = {
+                    r["filename"]
+                    for r in self.catalog.all("SELECT filename FROM images WHERE grp = ? AND status = 'group'", (g,))
+                }
+                candidates += [(g, n) for n in sorted(names - in_cat)]
+            vanished = []
+            for row in self.catalog.all("SELECT * FROM images"):
+                if row["status"] == "group":
+                    exists = row["filename"] in on_disk.get(row["grp"], ())
+                else:
+                    exists = self.abs_path(row).is_file()
+                if not exists:
+                    vanished.append(row)
+            if vanished:
+                with self.catalog.transaction() as db:
+                    for row in vanished:
+                        db.execute("DELETE FROM images WHERE id = ?", (row["id"],))
+                    Catalog.log(db, "vanished", ids=[r["id"] for r in vanished])
+                report["vanished"] = [self.rel_path(r) for r in vanished]
+                for rel in report["vanished"]:
+                    log.warning("rescan: %s vanished from disk; removed from the catalog", rel)
+        total = len(candidates)
+        for i, (g, name) in enumerate(candidates):
+            if cancelled():
+                break
+            if progress:
+                progress(i, total, f"Checking {g}/{name}")
+            path = self.group_dir(g) / name
+            try:
+                info = imaging.check_image(path, max_pixels=self.max_image_pixels)
+                sha = imaging.sha256_file(path)
+                size = path.stat().st_size
+            except imaging.ImageRejected as exc:
+                report["skipped"].append({"name": f"{g}/{name}", "reason": str(exc)})
+                continue
+            except OSError as exc:
+                report["skipped"].append({"name": f"{g}/{name}", "reason": f"unreadable: {exc.strerror}"})
+                continue
+            with self._lock, self.catalog.transaction() as db:
+                if db.execute(
+                    "SELECT 1 FROM images WHERE grp = ? AND status = 'group' AND filename = ?", (g, name)
+                ).fetchone():
+                    continue
+                db.execute(
+                    "INSERT INTO images VALUES (?, ?, 'group', ?, ?, ?, ?, NULL, ?, ?, ?, ?)",
+                    (
+                        secrets.token_hex(8),
+                        g,
+                        name,
+                        Path(name).suffix or info.ext,
+                        sha,
+                        info.phash,
+                        info.width,
+                        info.height,
+                        size,
+                        time.time(),
+                    ),
+                )
+                db.execute("INSERT OR IGNORE INTO seen (sha256, phash, source) VALUES (?, ?, NULL)", (sha, info.phash))
+            report["adopted"] += 1
+        if progress:
+            progress(total, total, f"Adopted {report['adopted']} images")
+        if report["adopted"] or report["vanished"] or new_groups or vanished_groups:
+            self._emit("groups", rescan=True)
+        return report

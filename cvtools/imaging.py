@@ -1,0 +1,170 @@
+"""Safe image decoding: format sniffing, pixel limits, EXIF orientation, RGB, thumbnails, hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import imagehash
+from PIL import Image, ImageFile, ImageOps
+
+# Our own pixel check runs before any decode; Pillow's bomb guard stays on as a second line.
+Image.MAX_IMAGE_PIXELS = 200_000_000
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp"}
+THUMB_SIZE = 256
+
+
+class ImageRejected(ValueError):
+    """The bytes are not an acceptable image; str() is the skip reason."""
+
+    def __init__(self, reason: str, *, too_large: bool = False) -> None:
+        super().__init__(reason)
+        self.too_large = too_large
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str
+    width: int
+    height: int
+    phash: str
+
+    @property
+    def ext(self) -> str:
+        return FORMATS[self.format]
+
+
+def sniff(head: bytes) -> str | None:
+    """The image format from the first bytes, ignoring names and Content-Type."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[:2] == b"BM" and len(head) >= 26:
+        return "BMP"
+    return None
+
+
+def _open(src: Path | bytes | BinaryIO) -> Image.Image:
+    if isinstance(src, bytes):
+        return Image.open(io.BytesIO(src))
+    return Image.open(src)
+
+
+def read_head(src: Path | bytes) -> bytes:
+    if isinstance(src, bytes):
+        return src[:32]
+    with open(src, "rb") as fh:
+        return fh.read(32)
+
+
+def check_image(src: Path | bytes, *, max_pixels: int) -> ImageInfo:
+    """Fully validate an image without trusting its header: sniff, size check, full decode."""
+    fmt = sniff(read_head(src))
+    if fmt is None:
+        raise ImageRejected("not an image (JPEG, PNG, WebP, GIF or BMP expected)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with _open(src) as img:
+                if img.format != fmt:
+                    raise ImageRejected(f"not a valid {fmt} file")
+                w, h = img.size
+                if w < 1 or h < 1:
+                    raise ImageRejected("image has no pixels")
+                if w * h > max_pixels:
+                    raise ImageRejected(
+                        f"too large: {w}x{h} pixels exceeds the {max_pixels:,} pixel limit",
+                        too_large=True,
+                    )
+                img.load()  # a truncated or corrupt file fails here, not later
+                phash = perceptual_hash(img)
+    except ImageRejected:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageRejected("too large: decompression bomb", too_large=True) from None
+    except Exception as exc:  # Pillow raises many types for corrupt data
+        raise ImageRejected(f"corrupt or truncated {fmt} file ({type(exc).__name__})") from None
+    return ImageInfo(fmt, w, h, phash)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """EXIF orientation applied, transparency composited on white, RGB."""
+    img = ImageOps.exif_transpose(img) or img
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        bg = Image.new("RGB", img.size, (255, 255, 255))
+        bg.paste(img, mask=img.getchannel("A"))
+        return bg
+    return img.convert("RGB")
+
+
+def load_rgb(src: Path | bytes, *, max_pixels: int, min_side: int | None = None) -> Image.Image:
+    """Decode to RGB; with min_side, JPEGs decode at a reduced scale (draft) no smaller than it."""
+    fmt = sniff(read_head(src))
+    if fmt is None:
+        raise ImageRejected("not an image (JPEG, PNG, WebP, GIF or BMP expected)")
+    try:
+        with _open(src) as img:
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageRejected(f"too large: {w}x{h} pixels", too_large=True)
+            if min_side and img.format == "JPEG":
+                scale = min(w, h) / min_side
+                if scale >= 2:
+                    img.draft("RGB", (max(1, int(w / scale)), max(1, int(h / scale))))
+            img.load()
+            return to_rgb(img)
+    except ImageRejected:
+        raise
+    except Exception as exc:
+        raise ImageRejected(f"corrupt or truncated image ({type(exc).__name__})") from None
+
+
+def thumbnail_jpeg(src: Path, *, max_pixels: int, size: int = THUMB_SIZE) -> bytes:
+    img = load_rgb(src, max_pixels=max_pixels, min_side=size)
+    img.thumbnail((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=82, optimize=False)
+    return out.getvalue()
+
+
+def perceptual_hash(img: Image.Image) -> str:
+    """64-bit difference hash (hex); robust to resizing and re-compression."""
+    small = img.copy()
+    small.thumbnail((64, 64), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return str(imagehash.dhash(to_rgb(small), hash_size=8))
+
+
+def hamming(a: str, b: str) -> int:
+    return bin(int(a, 16) ^ int(b, 16)).count("1")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temp name beside the target, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

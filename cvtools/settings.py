@@ -1,0 +1,172 @@
+"""One validated, immutable Settings object: config.py < CVTOOLS_* environment < CLI flags."""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "config.py"
+
+
+class SettingsError(ValueError):
+    """An invalid setting; the message is one line naming it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CVTOOLS_", frozen=True, extra="ignore")
+
+    dataset_dir: Path = Path("./dataset")
+    neuronet: str = "facebook/convnextv2-base-22k-224"
+    test_size: float = 0.2
+    batch_size: int = 16
+    max_equal_distance: float = 0.08
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_dirs: list[Path] = []
+    auth_token: str = ""
+    allow_private_urls: bool = False
+    max_upload_mb: int = 200
+    max_image_pixels: int = 50_000_000
+    similarity_space: Literal["features", "logits"] = "features"
+    train_mode: Literal["auto", "head", "finetune"] = "auto"
+
+    @field_validator("test_size")
+    @classmethod
+    def _test_size(cls, v: float) -> float:
+        if not 0 < v < 1:
+            raise ValueError("test_size must be between 0 and 1")
+        return v
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size(cls, v: int) -> int:
+        if not 1 <= v <= 1024:
+            raise ValueError("batch_size must be between 1 and 1024")
+        return v
+
+    @field_validator("max_equal_distance")
+    @classmethod
+    def _distance(cls, v: float) -> float:
+        if not 0 <= v <= 2:
+            raise ValueError("max_equal_distance must be between 0 and 2")
+        return v
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, v: int) -> int:
+        if not 0 <= v <= 65535:
+            raise ValueError("port must be between 0 and 65535")
+        return v
+
+    @field_validator("max_upload_mb")
+    @classmethod
+    def _upload(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("max_upload_mb must be at least 1")
+        return v
+
+    @field_validator("max_image_pixels")
+    @classmethod
+    def _pixels(cls, v: int) -> int:
+        if v < 64 * 64:
+            raise ValueError("max_image_pixels must be at least 4096")
+        return v
+
+    @field_validator("neuronet")
+    @classmethod
+    def _neuronet(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("neuronet must name a model id or a folder")
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Settings:
+        object.__setattr__(self, "dataset_dir", self.dataset_dir.expanduser().resolve())
+        dirs = [p.expanduser().resolve() for p in self.public_dirs] or [self.dataset_dir]
+        object.__setattr__(self, "public_dirs", dirs)
+        if not is_loopback(self.host) and not self.auth_token:
+            raise ValueError(f"auth_token must be set when host is {self.host!r} (not this computer only)")
+        return self
+
+    @property
+    def state_dir(self) -> Path:
+        return self.dataset_dir / ".cvtools"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """Values from the user-edited config.py (plain Python assignments)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = self.path
+        if path is None or not path.is_file():
+            return {}
+        spec = importlib.util.spec_from_file_location("_cvtools_user_config", path)
+        if spec is None or spec.loader is None:
+            return {}
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return {name: getattr(module, name) for name in self.settings_cls.model_fields if hasattr(module, name)}
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(config: Path | None = DEFAULT_CONFIG, **overrides: Any) -> Settings:
+    """Build Settings; raise SettingsError with one clear line on any invalid value."""
+
+    class _FromFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, _ConfigFileSource(settings_cls, config))
+
+    try:
+        return _FromFile(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(p) for p in err["loc"]) or "settings"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise SettingsError(msg if not err["loc"] or name in msg else f"{name}: {msg}") from None
+    except (OSError, SyntaxError, NameError, TypeError, AttributeError) as exc:
+        raise SettingsError(f"config.py: {exc}") from None

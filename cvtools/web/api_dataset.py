@@ -1,0 +1,168 @@
+"""Status, Groups and Images endpoints of API.md: validate, call one function, map errors."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi.responses import FileResponse
+from pydantic import BaseModel
+
+from ..dataset import Incoming
+from ..errors import BadInput
+from .app import AppContext, get_ctx
+
+router = APIRouter(prefix="/api", tags=["dataset"])
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+MEDIA = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+    ".bmp": "image/bmp",
+}
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (400, 403, 404, 409, 413, 415, 422)}
+
+
+class NewGroup(BaseModel):
+    name: str
+    parent: str | None = None
+
+
+class RenameGroup(BaseModel):
+    name: str
+
+
+class StatusChange(BaseModel):
+    ids: list[str]
+    status: str
+
+
+class MoveRequest(BaseModel):
+    ids: list[str]
+    group: str
+
+
+@router.get("/status")
+def status(ctx: Ctx) -> dict[str, Any]:
+    model = (
+        ctx.extras["model_status"]()
+        if "model_status" in ctx.extras
+        else {
+            "name": ctx.settings.neuronet,
+            "backbone": None,
+            "run": None,
+            "offline_fallback": False,
+            "classes": [],
+        }
+    )
+    return {
+        "model": model,
+        "dataset": {
+            "dir": str(ctx.settings.dataset_dir),
+            "groups": len(ctx.dataset.group_names()),
+            "images": ctx.dataset.totals(),
+        },
+        "jobs": [j.to_json() for j in ctx.jobs.recent()],
+    }
+
+
+@router.get("/groups")
+def list_groups(ctx: Ctx) -> dict[str, Any]:
+    return {"groups": ctx.dataset.list_groups()}
+
+
+@router.post("/groups", status_code=201, responses=ERRORS)
+def create_group(body: NewGroup, ctx: Ctx) -> dict[str, str]:
+    return {"name": ctx.dataset.create_group(body.name, body.parent or None)}
+
+
+@router.patch("/groups/{group:path}", responses=ERRORS)
+def rename_group(group: str, body: RenameGroup, ctx: Ctx) -> dict[str, str]:
+    return {"name": ctx.dataset.rename_group(group, body.name)}
+
+
+@router.delete("/groups/{group:path}", responses=ERRORS)
+def delete_group(group: str, ctx: Ctx) -> dict[str, Any]:
+    group = ctx.dataset.require_group(group)
+    return {"deleted": group, "images": ctx.dataset.delete_group(group)}
+
+
+@router.get("/groups/{group:path}/images", responses=ERRORS)
+def list_images(
+    group: str,
+    ctx: Ctx,
+    status: str = "group",
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> dict[str, Any]:
+    total, images = ctx.dataset.list_images(group, status, offset, limit)
+    return {"total": total, "images": images}
+
+
+@router.post("/groups/{group:path}/images", responses=ERRORS)
+def upload_images(
+    group: str,
+    ctx: Ctx,
+    files: Annotated[list[UploadFile], File(description="one or many image files")],
+    status: Annotated[str, Form()] = "group",
+) -> dict[str, Any]:
+    ctx.dataset.require_group(group)
+    if status not in ("group", "new", "deleted"):
+        raise BadInput("status must be one of group, new, deleted")
+    items = []
+    try:
+        for f in files:
+            tmp = ctx.dataset.new_tmp_path()
+            with open(tmp, "wb") as out:
+                shutil.copyfileobj(f.file, out, 1 << 20)
+            items.append(Incoming(name=f.filename or "image", path=tmp))
+    except BaseException:
+        for item in items:
+            item.path.unlink(missing_ok=True)
+        raise
+    result = ctx.dataset.add_images(group, items, status=status)
+    return {"added": result.added, "skipped": result.skipped}
+
+
+@router.post("/images/status", responses=ERRORS)
+def set_status(body: StatusChange, ctx: Ctx) -> dict[str, int]:
+    return {"updated": ctx.dataset.set_status(body.ids, body.status)}
+
+
+@router.post("/images/move", responses=ERRORS)
+def move_images(body: MoveRequest, ctx: Ctx) -> dict[str, int]:
+    return {"moved": ctx.dataset.move(body.ids, body.group)}
+
+
+@router.get("/images/{image_id}", responses=ERRORS)
+def get_image(image_id: str, ctx: Ctx) -> dict[str, Any]:
+    return ctx.dataset.get_image(image_id)
+
+
+@router.get("/images/{image_id}/file", responses=ERRORS, response_class=FileResponse)
+def image_file(image_id: str, ctx: Ctx) -> FileResponse:
+    path = ctx.dataset.file_path(image_id)
+    return FileResponse(
+        path,
+        media_type=MEDIA.get(path.suffix.lower(), "application/octet-stream"),
+        headers={"Cache-Control": "private, max-age=3600"},
+    )
+
+
+@router.get("/images/{image_id}/thumb", responses=ERRORS, response_class=FileResponse)
+def image_thumb(image_id: str, ctx: Ctx) -> FileResponse:
+    return FileResponse(
+        ctx.dataset.thumb_path(image_id),
+        media_type="image/jpeg",
+        headers={"Cache-Control": "private, max-age=86400, immutable"},
+    )

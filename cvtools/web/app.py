@@ -1,0 +1,167 @@
+"""create_app(settings): the one FastAPI process, its lifespan, error mapping and middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..dataset import Dataset
+from ..errors import CVError
+from ..jobs import JobRunner
+from ..settings import PROJECT_ROOT, Settings
+from .auth import AuthMiddleware
+from .events import EventHub
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppContext:
+    """Everything the routers reach: made once in the lifespan, never a module global."""
+
+    settings: Settings
+    dataset: Dataset
+    jobs: JobRunner
+    events: EventHub
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def get_ctx(request: Request) -> AppContext:
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+class BodyLimitMiddleware:
+    """413 for a body over max_upload_mb, by Content-Length or while streaming."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for k, v in scope.get("headers", []):
+            if k == b"content-length":
+                try:
+                    too_big = int(v) > self.limit
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await JSONResponse(
+                        {"detail": f"request body too large ({self.limit // (1024 * 1024)} MB at most)"}, 413
+                    )(scope, receive, send)
+                    return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise HTTPException(413, f"request body too large ({self.limit // (1024 * 1024)} MB at most)")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+class SecurityHeadersMiddleware:
+    HEADERS: ClassVar[list[tuple[bytes, bytes]]] = [
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"same-origin"),
+    ]
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + self.HEADERS
+            await send(message)
+
+        await self.app(scope, receive, with_headers if scope["type"] == "http" else send)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "form"))
+        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+    return "; ".join(parts) or "invalid request"
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(CVError)
+    async def _cv_error(request: Request, exc: CVError) -> Response:
+        return JSONResponse({"detail": exc.detail}, exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return JSONResponse({"detail": str(exc.detail)}, exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        return JSONResponse({"detail": _validation_message(exc)}, 422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        if isinstance(exc, OSError):
+            return JSONResponse({"detail": f"storage error: {exc.strerror or type(exc).__name__}"}, 507)
+        return JSONResponse({"detail": "internal error; the server log has the details"}, 500)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    from . import api_dataset, api_jobs, pages
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        events = EventHub()
+        events.bind(asyncio.get_running_loop())
+        dataset = await asyncio.to_thread(Dataset, settings.dataset_dir, max_image_pixels=settings.max_image_pixels)
+        jobs = JobRunner()
+        jobs.listeners.append(lambda data: events.publish("job", data))
+        dataset.listeners.append(lambda data: events.publish("dataset", data))
+        ctx = AppContext(settings=settings, dataset=dataset, jobs=jobs, events=events)
+        app.state.ctx = ctx
+        jobs.submit(
+            "rescan", lambda job: dataset.rescan(job.progress, lambda: job.cancelled), message="Scanning folders"
+        )
+        try:
+            yield
+        finally:
+            events.close()
+            await asyncio.to_thread(jobs.shutdown)
+            dataset.catalog.close()
+
+    app = FastAPI(
+        title="CV Tools",
+        version="1",
+        description="Build an image classifier end to end and serve it over REST. See README.md.",
+        lifespan=lifespan,
+    )
+    _install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
+    app.add_middleware(AuthMiddleware, token=settings.auth_token)
+
+    app.add_middleware(SecurityHeadersMiddleware)
+
+    app.mount("/static", StaticFiles(directory=Path(PROJECT_ROOT / "static")), name="static")
+    app.include_router(pages.router)
+    app.include_router(api_dataset.router)
+    app.include_router(api_jobs.router)
+    return app

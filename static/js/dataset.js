@@ -1,0 +1,313 @@
+// The Dataset page: group tree, image grid with statuses, selection, lens, upload.
+"use strict";
+
+(() => {
+  const { api, toast, on, el, encodeGroup } = CV;
+  const PAGE = 200;
+  const state = {
+    groups: [],
+    group: null,
+    status: "group",
+    images: [],
+    total: 0,
+    loading: false,
+    selected: new Set(),
+    generation: 0,
+  };
+  const $ = (id) => document.getElementById(id);
+
+  // ---- groups --------------------------------------------------------------------------
+  async function loadGroups() {
+    const data = await api("GET", "/api/groups");
+    state.groups = data.groups;
+    if (state.group && !state.groups.some((g) => g.name === state.group)) {
+      state.group = null;
+      resetImages();
+    }
+    renderTree();
+    renderCounts();
+  }
+
+  function renderTree() {
+    const tree = $("group-tree");
+    tree.replaceChildren();
+    $("no-groups").hidden = state.groups.length > 0;
+    for (const g of state.groups) {
+      const depth = g.name.split("/").length - 1;
+      const leaf = g.name.split("/").pop();
+      const item = el("li", { role: "treeitem", "data-group": g.name, class: g.name === state.group ? "selected" : "" },
+        el("button", { class: "tree-node", style: `padding-left:${0.6 + depth * 1.1}rem`, onclick: () => selectGroup(g.name) },
+          el("span", { class: "tree-name", text: leaf }),
+          el("span", { class: "tree-count", text: String(g.counts.group), title: `${g.counts.group} in group, ${g.counts.new} new, ${g.counts.deleted} deleted` }),
+          g.counts.new ? el("span", { class: "tree-new", text: `+${g.counts.new}`, title: "New images waiting for review" }) : ""));
+      tree.append(item);
+    }
+    $("btn-rename-group").disabled = !state.group;
+    $("btn-delete-group").disabled = !state.group;
+    $("current-group").textContent = state.group || "Select a group";
+  }
+
+  function renderCounts() {
+    const g = state.groups.find((x) => x.name === state.group);
+    for (const s of ["group", "new", "deleted"]) {
+      document.querySelector(`[data-count="${s}"]`).textContent = g ? g.counts[s] : 0;
+    }
+  }
+
+  function selectGroup(name) {
+    state.group = name;
+    state.selected.clear();
+    history.replaceState(null, "", `#group=${encodeURIComponent(name)}&status=${state.status}`);
+    renderTree();
+    renderCounts();
+    reloadImages();
+  }
+
+  function setStatus(status) {
+    state.status = status;
+    document.querySelectorAll(".status-switch button").forEach((b) => b.classList.toggle("active", b.dataset.status === status));
+    state.selected.clear();
+    if (state.group) history.replaceState(null, "", `#group=${encodeURIComponent(state.group)}&status=${status}`);
+    reloadImages();
+  }
+
+  // ---- images --------------------------------------------------------------------------
+  function resetImages() {
+    state.generation++;
+    state.images = [];
+    state.total = 0;
+    state.loading = false;
+    $("grid").querySelectorAll(".tile").forEach((t) => t.remove());
+    updateEmpty();
+    updateSelectionInfo();
+  }
+
+  function reloadImages() {
+    resetImages();
+    if (state.group) loadMore();
+  }
+
+  async function loadMore() {
+    if (!state.group || state.loading) return;
+    if (state.images.length && state.images.length >= state.total) return;
+    state.loading = true;
+    const gen = state.generation;
+    try {
+      const url = `/api/groups/${encodeGroup(state.group)}/images?status=${state.status}&offset=${state.images.length}&limit=${PAGE}`;
+      const data = await api("GET", url);
+      if (gen !== state.generation) return;
+      state.total = data.total;
+      const grid = $("grid");
+      const frag = document.createDocumentFragment();
+      for (const img of data.images) {
+        state.images.push(img);
+        frag.append(tile(img, state.images.length - 1));
+      }
+      grid.append(frag);
+      updateEmpty();
+      updateSelectionInfo();
+    } catch (e) {
+      toast(e.message, "error");
+    } finally {
+      if (gen === state.generation) state.loading = false;
+    }
+    // Keep filling while the sentinel is still on screen.
+    if (gen === state.generation && state.images.length < state.total && sentinelVisible()) loadMore();
+  }
+
+  function sentinelVisible() {
+    const r = $("grid-sentinel").getBoundingClientRect();
+    return r.top < window.innerHeight + 400;
+  }
+
+  function tile(img, i) {
+    const node = el("div", { class: `tile${state.selected.has(img.id) ? " selected" : ""}`, "data-id": img.id, title: img.filename },
+      el("img", { src: img.thumb, loading: "lazy", decoding: "async", alt: img.filename, width: 160, height: 160 }),
+      el("button", { class: "tile-num", text: String(i + 1), title: "Open in the lens", onclick: (e) => { e.stopPropagation(); openLens(img.id); } }),
+      el("span", { class: "tile-name", text: img.filename }));
+    node.addEventListener("click", () => toggle(img.id, node));
+    node.addEventListener("dblclick", () => openLens(img.id));
+    return node;
+  }
+
+  function openLens(id) {
+    const list = state.images.map((im) => ({ url: im.url, caption: `${im.group} · ${im.filename} · ${im.width}×${im.height}` }));
+    Lens.open(list, state.images.findIndex((im) => im.id === id));
+  }
+
+  function toggle(id, node) {
+    if (state.selected.has(id)) state.selected.delete(id); else state.selected.add(id);
+    node.classList.toggle("selected", state.selected.has(id));
+    updateSelectionInfo();
+  }
+
+  function updateEmpty() {
+    const empty = $("grid-empty");
+    empty.hidden = state.images.length > 0;
+    empty.textContent = state.group ? "No images here. Drop images here or press + to upload." : "Select or add a group on the left.";
+  }
+
+  function updateSelectionInfo() {
+    const n = state.selected.size;
+    $("selection-info").textContent = state.total ? `${n} of ${state.total} selected` : "";
+    for (const id of ["btn-to-group", "btn-delete-images", "btn-move"]) $(id).disabled = n === 0;
+    $("btn-to-group").hidden = state.status === "group";
+    $("btn-delete-images").hidden = state.status === "deleted";
+    $("btn-invert").disabled = state.images.length === 0;
+    $("btn-upload").disabled = !state.group;
+  }
+
+  function invertSelection() {
+    for (const img of state.images) {
+      if (state.selected.has(img.id)) state.selected.delete(img.id); else state.selected.add(img.id);
+    }
+    document.querySelectorAll("#grid .tile").forEach((t) => t.classList.toggle("selected", state.selected.has(t.dataset.id)));
+    updateSelectionInfo();
+  }
+
+  async function changeStatus(status) {
+    const ids = [...state.selected];
+    if (!ids.length) return;
+    try {
+      const r = await api("POST", "/api/images/status", { ids, status });
+      toast(`${r.updated} image(s) now ${status === "group" ? "in the group" : status}`);
+      state.selected.clear();
+      await refresh();
+    } catch (e) { toast(e.message, "error"); }
+  }
+
+  async function moveSelected() {
+    const ids = [...state.selected];
+    const target = $("dlg-move-target").value;
+    if (!ids.length || !target) return;
+    try {
+      const r = await api("POST", "/api/images/move", { ids, group: target });
+      toast(`${r.moved} image(s) moved to ${target}`);
+      state.selected.clear();
+      await refresh();
+    } catch (e) { toast(e.message, "error"); }
+  }
+
+  async function upload(files) {
+    if (!state.group) { toast("Select a group first", "error"); return; }
+    const list = [...files];
+    if (!list.length) return;
+    const form = new FormData();
+    for (const f of list) form.append("files", f, f.name);
+    form.append("status", state.status);
+    toast(`Uploading ${list.length} file(s)…`);
+    try {
+      const r = await api("POST", `/api/groups/${encodeGroup(state.group)}/images`, form);
+      let msg = `${r.added.length} added`;
+      if (r.skipped.length) msg += `, ${r.skipped.length} skipped: ` + r.skipped.slice(0, 3).map((s) => `${s.name} (${s.reason})`).join("; ");
+      toast(msg, r.skipped.length ? "warn" : "info");
+      await refresh();
+    } catch (e) { toast(e.message, "error"); }
+  }
+
+  async function refresh() {
+    await loadGroups();
+    reloadImages();
+  }
+
+  // ---- group dialogs -------------------------------------------------------------------
+  let groupDialogMode = "add";
+  function openGroupDialog(mode) {
+    groupDialogMode = mode;
+    $("dlg-group-title").textContent = mode === "add" ? "Add group" : "Rename group";
+    $("dlg-group-error").textContent = "";
+    $("dlg-group-parent-row").hidden = mode !== "add";
+    const input = $("dlg-group-name");
+    input.value = mode === "rename" ? state.group.split("/").pop() : "";
+    const sel = $("dlg-group-parent");
+    sel.replaceChildren(el("option", { value: "", text: "(none — a root group)" }),
+      ...state.groups.map((g) => el("option", { value: g.name, text: g.name })));
+    if (mode === "add" && state.group) sel.value = "";
+    $("dlg-group").showModal();
+    input.focus();
+  }
+
+  async function submitGroupDialog(e) {
+    e.preventDefault();
+    const name = $("dlg-group-name").value;
+    try {
+      let r;
+      if (groupDialogMode === "add") {
+        r = await api("POST", "/api/groups", { name, parent: $("dlg-group-parent").value || null });
+      } else {
+        r = await api("PATCH", `/api/groups/${encodeGroup(state.group)}`, { name });
+      }
+      $("dlg-group").close();
+      state.group = r.name;
+      await loadGroups();
+      selectGroup(r.name);
+    } catch (err) {
+      $("dlg-group-error").textContent = err.message;
+    }
+  }
+
+  async function deleteGroup() {
+    try {
+      const r = await api("DELETE", `/api/groups/${encodeGroup(state.group)}`);
+      toast(`Deleted ${r.deleted}; ${r.images} image(s) went to the trash`);
+      state.group = null;
+      await loadGroups();
+      resetImages();
+      renderTree();
+    } catch (e) { toast(e.message, "error"); }
+  }
+
+  // ---- wiring --------------------------------------------------------------------------
+  function wire() {
+    document.querySelectorAll(".status-switch button").forEach((b) => b.addEventListener("click", () => setStatus(b.dataset.status)));
+    $("btn-add-group").addEventListener("click", () => openGroupDialog("add"));
+    $("btn-rename-group").addEventListener("click", () => openGroupDialog("rename"));
+    $("btn-delete-group").addEventListener("click", () => { $("dlg-delete-name").textContent = state.group; $("dlg-delete-group").showModal(); });
+    $("dlg-delete-ok").addEventListener("click", (e) => { e.preventDefault(); $("dlg-delete-group").close(); deleteGroup(); });
+    $("dlg-group-ok").addEventListener("click", submitGroupDialog);
+    $("btn-invert").addEventListener("click", invertSelection);
+    $("btn-to-group").addEventListener("click", () => changeStatus("group"));
+    $("btn-delete-images").addEventListener("click", () => changeStatus("deleted"));
+    $("btn-move").addEventListener("click", () => {
+      $("dlg-move-target").replaceChildren(...state.groups.filter((g) => g.name !== state.group || state.status !== "group")
+        .map((g) => el("option", { value: g.name, text: g.name })));
+      $("dlg-move").showModal();
+    });
+    $("dlg-move-ok").addEventListener("click", (e) => { e.preventDefault(); $("dlg-move").close(); moveSelected(); });
+    $("btn-upload").addEventListener("click", () => $("file-input").click());
+    $("file-input").addEventListener("change", (e) => { upload(e.target.files); e.target.value = ""; });
+    const grid = $("grid");
+    grid.addEventListener("dragover", (e) => { e.preventDefault(); grid.classList.add("drop"); });
+    grid.addEventListener("dragleave", () => grid.classList.remove("drop"));
+    grid.addEventListener("drop", (e) => { e.preventDefault(); grid.classList.remove("drop"); upload(e.dataTransfer.files); });
+    new IntersectionObserver((entries) => { if (entries.some((x) => x.isIntersecting)) loadMore(); }, { rootMargin: "400px" })
+      .observe($("grid-sentinel"));
+
+    // Changes made elsewhere (another browser, a job) show up without reload.
+    let timer = null;
+    on("dataset", (ev) => {
+      clearTimeout(timer);
+      timer = setTimeout(async () => {
+        await loadGroups();
+        const touched = ev.groups || [];
+        if (ev.op === "groups" || touched.includes(state.group)) reloadImages();
+      }, 250);
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", async () => {
+    wire();
+    const params = new URLSearchParams(location.hash.slice(1));
+    await loadGroups().catch((e) => toast(e.message, "error"));
+    const status = params.get("status");
+    if (["group", "new", "deleted"].includes(status)) {
+      state.status = status;
+      document.querySelectorAll(".status-switch button").forEach((b) => b.classList.toggle("active", b.dataset.status === status));
+    }
+    const g = params.get("group");
+    if (g && state.groups.some((x) => x.name === g)) selectGroup(g);
+    else if (state.groups.length) selectGroup(state.groups[0].name);
+    else { updateEmpty(); updateSelectionInfo(); }
+    window.cvDataset = state; // for the browser tests and the console
+  });
+})();

@@ -1,0 +1,75 @@
+"""Small generated images and consistency checks shared by the tests."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cvtools.dataset import STATE, Dataset
+
+
+def image_bytes(
+    seed: int = 0, size: tuple[int, int] = (48, 40), fmt: str = "PNG", color: tuple[int, int, int] | None = None
+) -> bytes:
+    """A distinct image per seed (noise over a base colour), encoded in fmt."""
+    rng = np.random.default_rng(seed)
+    base = np.array(color if color else rng.integers(0, 255, 3), dtype=np.int16)
+    arr = np.clip(base + rng.integers(-40, 40, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(arr).save(out, fmt)
+    return out.getvalue()
+
+
+def shape_image(kind: str, seed: int, size: int = 64, fmt: str = "PNG") -> bytes:
+    """Visually distinct classes: 'circle', 'square' or 'stripes', with random colours and positions."""
+    rnd = random.Random(seed)
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (size, size), tuple(rnd.randint(180, 255) for _ in range(3)))
+    d = ImageDraw.Draw(img)
+    fg = tuple(rnd.randint(0, 90) for _ in range(3))
+    r = rnd.randint(size // 5, size // 3)
+    cx, cy = rnd.randint(r, size - r), rnd.randint(r, size - r)
+    if kind == "circle":
+        d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fg)
+    elif kind == "square":
+        d.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fg)
+    else:
+        step = rnd.randint(5, 9)
+        for x in range(0, size, step * 2):
+            d.rectangle((x, 0, x + step - 1, size), fill=fg)
+    out = io.BytesIO()
+    img.save(out, fmt)
+    return out.getvalue()
+
+
+def write_tmp(ds: Dataset, data: bytes) -> Path:
+    p = ds.new_tmp_path()
+    p.write_bytes(data)
+    return p
+
+
+def assert_consistent(root: Path) -> dict[str, int]:
+    """Every catalog image's file is where its status says; every group-folder file is catalogued."""
+    ds = Dataset(root, max_image_pixels=50_000_000)
+    try:
+        rows = ds.catalog.all("SELECT * FROM images")
+        for row in rows:
+            assert ds.abs_path(row).is_file(), f"missing file for {dict(row)}"
+        in_catalog = {ds.rel_path(r) for r in rows if r["status"] == "group"}
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                rel = (Path(dirpath) / name).relative_to(root).as_posix()
+                assert rel in in_catalog, f"{rel} is in a group folder but not in the catalog"
+        assert not ds.catalog.all("SELECT * FROM moves"), "pending moves left"
+        stored = list((root / STATE / "files").iterdir())
+        assert len(stored) == sum(1 for r in rows if r["status"] != "group"), "stray files in the store"
+        return {"images": len(rows)}
+    finally:
+        ds.catalog.close()
