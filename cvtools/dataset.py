@@ -46,8 +46,6 @@ def validate_leaf(name: str) -> str:
         raise BadInput("group name must not start with a dot")
     if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
         raise BadInput("group name must not contain control characters")
-    if _BAD_NAME_CHARS.search(name):
-        raise BadInput('group name must not contain any of < > : " | ? *')
     if name.endswith("."):
         raise BadInput("group name must not end with a dot")
     if len(name.encode()) > 120:

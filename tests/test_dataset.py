@@ -47,7 +47,7 @@ def test_groups_tree_operations(ds: Dataset) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["", " ", "a/b", "a\\b", "..", ".", ".hidden", "tab\there", "nul\x00", "bell\x07", "a:b", "x" * 200]
+    "name", ["", " ", "a/b", "a\\b", "..", ".", ".hidden", "tab\there", "nul\x00", "bell\x07", "x" * 200]
 )
 def test_bad_group_names(ds: Dataset, name: str) -> None:
     with pytest.raises(BadInput):

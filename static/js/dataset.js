@@ -288,7 +288,11 @@
     on("dataset", (ev) => {
       clearTimeout(timer);
       timer = setTimeout(async () => {
-        await loadGroups();
+        try {
+          await loadGroups();
+        } catch {
+          return; // the server is restarting or the page is closing; the next event retries
+        }
         const touched = ev.groups || [];
         if (ev.op === "groups" || touched.includes(state.group)) reloadImages();
       }, 250);

@@ -1,0 +1,109 @@
+"""The Dataset page's main journey in real Chromium."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ..conftest import LiveServer
+from ..helpers import shape_image
+from .conftest import screenshot
+
+pytestmark = pytest.mark.browser
+
+
+def test_dataset_journey(page, live_server: LiveServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    page.goto(live_server.url + "/")
+    page.wait_for_selector("#no-groups:not([hidden])")
+
+    # A root group and a child group through the Add dialog.
+    page.click("#btn-add-group")
+    page.fill("#dlg-group-name", "shapes")
+    page.click("#dlg-group-ok")
+    page.wait_for_selector('li[data-group="shapes"].selected')
+    page.click("#btn-add-group")
+    page.fill("#dlg-group-name", "circles")
+    page.select_option("#dlg-group-parent", "shapes")
+    page.click("#dlg-group-ok")
+    page.wait_for_selector('li[data-group="shapes/circles"].selected')
+
+    # A bad name shows the server's reason in the dialog and changes nothing.
+    page.click("#btn-add-group")
+    page.fill("#dlg-group-name", "..")
+    page.click("#dlg-group-ok")
+    page.wait_for_selector("#dlg-group-error:has-text('must not')")
+    page.click("#dlg-group button[value=cancel]")
+
+    # Upload three images with the file chooser.
+    files = []
+    for i, kind in enumerate(["circle", "circle", "square"]):
+        p = tmp_path / f"{kind}{i}.png"
+        p.write_bytes(shape_image(kind, i, size=96))
+        files.append(str(p))
+    with page.expect_file_chooser() as fc:
+        page.click("#btn-upload")
+    fc.value.set_files(files)
+    page.wait_for_function("document.querySelectorAll('#grid .tile').length === 3")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#grid .tile img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
+    assert page.inner_text('[data-count="group"]') == "3"
+    screenshot(page, "dataset")
+
+    # Select two, delete them: they leave the Group view and appear under Deleted.
+    page.click("#grid .tile >> nth=0")
+    page.click("#grid .tile >> nth=2")
+    assert page.inner_text("#selection-info") == "2 of 3 selected"
+    page.click("#btn-invert")
+    assert page.inner_text("#selection-info") == "1 of 3 selected"
+    page.click("#btn-invert")
+    page.click("#btn-delete-images")
+    page.wait_for_function("document.querySelectorAll('#grid .tile').length === 1")
+    assert page.inner_text('[data-count="deleted"]') == "2"
+    page.click(".status-switch button[data-status=deleted]")
+    page.wait_for_function("document.querySelectorAll('#grid .tile').length === 2")
+
+    # Put one back into the group.
+    page.click("#grid .tile >> nth=0")
+    page.click("#btn-to-group")
+    page.wait_for_function("document.querySelectorAll('#grid .tile').length === 1")
+    assert page.inner_text('[data-count="group"]') == "2"
+
+    # The lens opens from the numbered square and steps with the arrow keys.
+    page.click(".status-switch button[data-status=group]")
+    page.wait_for_function("document.querySelectorAll('#grid .tile').length === 2")
+    page.click("#grid .tile >> nth=0 >> .tile-num")
+    page.wait_for_selector("#lens[open]")
+    assert page.inner_text("#lens-caption").startswith("1 / 2")
+    page.keyboard.press("ArrowRight")
+    assert page.inner_text("#lens-caption").startswith("2 / 2")
+    page.wait_for_function("document.getElementById('lens-img').naturalWidth > 0")
+    screenshot(page, "dataset-lens")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#lens:not([open])", state="attached")
+
+    # A change made by another client appears without a reload (server-sent events).
+    httpx.post(live_server.url + "/api/groups", json={"name": "from-elsewhere"})
+    page.wait_for_selector('li[data-group="from-elsewhere"]')
+
+    # Group names are rendered as text, never as HTML.
+    httpx.post(live_server.url + "/api/groups", json={"name": "<img src=x onerror=alert(1)>"})
+    page.wait_for_selector("li[data-group='<img src=x onerror=alert(1)>']")
+    assert page.locator(".tree-name", has_text="<img src=x onerror=alert(1)>").count() == 1
+    assert page.locator("#group-tree img").count() == 0
+
+
+def test_rename_and_delete_group_dialogs(page, live_server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    httpx.post(live_server.url + "/api/groups", json={"name": "old"})
+    page.goto(live_server.url + "/")
+    page.wait_for_selector('li[data-group="old"].selected')
+    page.click("#btn-rename-group")
+    page.fill("#dlg-group-name", "renamed")
+    page.click("#dlg-group-ok")
+    page.wait_for_selector('li[data-group="renamed"].selected')
+    page.click("#btn-delete-group")
+    page.click("#dlg-delete-ok")
+    page.wait_for_selector("#no-groups:not([hidden])")
+    assert httpx.get(live_server.url + "/api/groups").json()["groups"] == []
