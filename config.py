@@ -53,3 +53,6 @@ similarity_space = "features"
 # Training mode when you press Start learning: "auto" (fast "head" mode on a normal
 # computer, full "finetune" on a graphics card), "head" or "finetune".
 train_mode = "auto"
+
+# Load the network when CV Tools starts (True), or only when it is first needed (False).
+preload_model = True

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = 50_000_000
     similarity_space: Literal["features", "logits"] = "features"
     train_mode: Literal["auto", "head", "finetune"] = "auto"
+    preload_model: bool = True
 
     @field_validator("test_size")
     @classmethod

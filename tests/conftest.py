@@ -27,7 +27,13 @@ def dataset_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(dataset_dir: Path) -> Settings:
-    return Settings(dataset_dir=dataset_dir, max_upload_mb=5, max_image_pixels=1_000_000, neuronet="none/offline-test")
+    return Settings(
+        dataset_dir=dataset_dir,
+        max_upload_mb=5,
+        max_image_pixels=1_000_000,
+        neuronet="none/offline-test",
+        preload_model=False,
+    )
 
 
 def wait_jobs(client: TestClient, timeout: float = 30) -> None:
@@ -84,3 +90,56 @@ class LiveServer:
 def live_server(settings: Settings) -> Iterator[LiveServer]:
     with LiveServer(settings) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def tiny_convnext(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random ConvNeXtV2 saved with save_pretrained: the real loading code, offline."""
+    from transformers import ConvNextImageProcessor, ConvNextV2Config, ConvNextV2ForImageClassification
+
+    folder = tmp_path_factory.mktemp("tiny-convnextv2")
+    import torch
+
+    torch.manual_seed(0)
+    config = ConvNextV2Config(
+        num_channels=3, hidden_sizes=[16, 32], depths=[1, 1], num_stages=2, image_size=64, num_labels=10
+    )
+    ConvNextV2ForImageClassification(config).save_pretrained(folder)
+    ConvNextImageProcessor(size={"shortest_edge": 64}, crop_pct=0.875).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_settings(dataset_dir: Path, tiny_convnext: Path) -> Settings:
+    return Settings(dataset_dir=dataset_dir, neuronet=str(tiny_convnext), preload_model=False, batch_size=16)
+
+
+@pytest.fixture
+def tiny_client(tiny_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(tiny_settings)) as c:
+        wait_jobs(c)
+        yield c
+
+
+def fill_classes(client: TestClient, per_class: int = 12, classes: tuple[str, ...] = ("red", "green", "blue")) -> None:
+    from .helpers import class_image
+
+    for cls in classes:
+        client.post("/api/groups", json={"name": cls})
+        files = [("files", (f"{cls}{i}.png", class_image(cls, i), "image/png")) for i in range(per_class)]
+        r = client.post(f"/api/groups/{cls}/images", files=files)
+        assert len(r.json()["added"]) == per_class, r.text
+
+
+def run_training(client: TestClient, mode: str = "head", timeout: float = 240, **params: object) -> dict:
+    r = client.post("/api/train", json={"mode": mode, "params": params})
+    assert r.status_code == 202, r.text
+    job_id, run = r.json()["job"], r.json()["run"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        if job["state"] in ("done", "failed", "cancelled"):
+            break
+        time.sleep(0.1)
+    assert job["state"] == "done", job
+    return client.get(f"/api/train/runs/{run}").json()

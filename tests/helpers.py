@@ -73,3 +73,31 @@ def assert_consistent(root: Path) -> dict[str, int]:
         return {"images": len(rows)}
     finally:
         ds.catalog.close()
+
+
+CLASS_COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 60, 200)}
+
+
+def class_image(cls: str, seed: int, size: int = 72, fmt: str = "PNG") -> bytes:
+    """Visually distinct classes for training tests: a dominant colour and a shape per class."""
+    from PIL import ImageDraw
+
+    rnd = random.Random(f"{cls}-{seed}")
+    base = CLASS_COLOURS[cls]
+    bg = tuple(min(255, max(0, c + rnd.randint(-30, 30))) for c in base)
+    img = Image.new("RGB", (size, size), bg)
+    d = ImageDraw.Draw(img)
+    r = rnd.randint(size // 6, size // 3)
+    cx, cy = rnd.randint(r, size - r), rnd.randint(r, size - r)
+    fg = tuple(rnd.randint(200, 255) for _ in range(3))
+    kind = {"red": "circle", "green": "square", "blue": "stripes"}[cls]
+    if kind == "circle":
+        d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fg)
+    elif kind == "square":
+        d.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fg)
+    else:
+        for x in range(0, size, 10):
+            d.rectangle((x, 0, x + 4, size), fill=fg)
+    out = io.BytesIO()
+    img.save(out, fmt)
+    return out.getvalue()

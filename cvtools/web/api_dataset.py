@@ -54,19 +54,8 @@ class MoveRequest(BaseModel):
 
 @router.get("/status")
 def status(ctx: Ctx) -> dict[str, Any]:
-    model = (
-        ctx.extras["model_status"]()
-        if "model_status" in ctx.extras
-        else {
-            "name": ctx.settings.neuronet,
-            "backbone": None,
-            "run": None,
-            "offline_fallback": False,
-            "classes": [],
-        }
-    )
     return {
-        "model": model,
+        "model": ctx.engine.status(),
         "dataset": {
             "dir": str(ctx.settings.dataset_dir),
             "groups": len(ctx.dataset.group_names()),

@@ -21,6 +21,7 @@ from ..dataset import Dataset
 from ..errors import CVError
 from ..jobs import JobRunner
 from ..settings import PROJECT_ROOT, Settings
+from ..vision.engine import Engine
 from .auth import AuthMiddleware
 from .events import EventHub
 
@@ -35,6 +36,7 @@ class AppContext:
     dataset: Dataset
     jobs: JobRunner
     events: EventHub
+    engine: Engine
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -126,7 +128,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    from . import api_dataset, api_jobs, pages
+    from . import api_dataset, api_jobs, api_learning, pages
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -136,16 +138,20 @@ def create_app(settings: Settings) -> FastAPI:
         jobs = JobRunner()
         jobs.listeners.append(lambda data: events.publish("job", data))
         dataset.listeners.append(lambda data: events.publish("dataset", data))
-        ctx = AppContext(settings=settings, dataset=dataset, jobs=jobs, events=events)
+        engine = Engine(settings, dataset, jobs, events.publish)
+        ctx = AppContext(settings=settings, dataset=dataset, jobs=jobs, events=events, engine=engine)
         app.state.ctx = ctx
         jobs.submit(
             "rescan", lambda job: dataset.rescan(job.progress, lambda: job.cancelled), message="Scanning folders"
         )
+        if settings.preload_model:
+            jobs.submit("load", lambda job: engine.warm_up(), message="Loading the network")
         try:
             yield
         finally:
             events.close()
             await asyncio.to_thread(jobs.shutdown)
+            engine.close()
             dataset.catalog.close()
 
     app = FastAPI(
@@ -164,4 +170,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(api_dataset.router)
     app.include_router(api_jobs.router)
+    app.include_router(api_learning.router)
     return app

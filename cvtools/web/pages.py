@@ -22,7 +22,7 @@ PAGES = [("dataset", "/", "Dataset")]
 
 def render(request: Request, template: str, page: str, **extra: Any) -> HTMLResponse:
     ctx = get_ctx(request)
-    model = ctx.extras["model_status"]() if "model_status" in ctx.extras else None
+    model = ctx.engine.status()
     return templates.TemplateResponse(
         request,
         template,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from ..conftest import LiveServer
 from ..helpers import shape_image
@@ -49,19 +50,19 @@ def test_dataset_journey(page, live_server: LiveServer, tmp_path: Path) -> None:
     page.wait_for_function(
         "[...document.querySelectorAll('#grid .tile img')].every(i => i.complete && i.naturalWidth > 0)"
     )
-    assert page.inner_text('[data-count="group"]') == "3"
+    expect(page.locator('[data-count="group"]')).to_have_text("3")
     screenshot(page, "dataset")
 
     # Select two, delete them: they leave the Group view and appear under Deleted.
     page.click("#grid .tile >> nth=0")
     page.click("#grid .tile >> nth=2")
-    assert page.inner_text("#selection-info") == "2 of 3 selected"
+    expect(page.locator("#selection-info")).to_have_text("2 of 3 selected")
     page.click("#btn-invert")
-    assert page.inner_text("#selection-info") == "1 of 3 selected"
+    expect(page.locator("#selection-info")).to_have_text("1 of 3 selected")
     page.click("#btn-invert")
     page.click("#btn-delete-images")
     page.wait_for_function("document.querySelectorAll('#grid .tile').length === 1")
-    assert page.inner_text('[data-count="deleted"]') == "2"
+    expect(page.locator('[data-count="deleted"]')).to_have_text("2")
     page.click(".status-switch button[data-status=deleted]")
     page.wait_for_function("document.querySelectorAll('#grid .tile').length === 2")
 
@@ -69,16 +70,16 @@ def test_dataset_journey(page, live_server: LiveServer, tmp_path: Path) -> None:
     page.click("#grid .tile >> nth=0")
     page.click("#btn-to-group")
     page.wait_for_function("document.querySelectorAll('#grid .tile').length === 1")
-    assert page.inner_text('[data-count="group"]') == "2"
+    expect(page.locator('[data-count="group"]')).to_have_text("2")
 
     # The lens opens from the numbered square and steps with the arrow keys.
     page.click(".status-switch button[data-status=group]")
     page.wait_for_function("document.querySelectorAll('#grid .tile').length === 2")
     page.click("#grid .tile >> nth=0 >> .tile-num")
     page.wait_for_selector("#lens[open]")
-    assert page.inner_text("#lens-caption").startswith("1 / 2")
+    expect(page.locator("#lens-caption")).to_contain_text("1 / 2")
     page.keyboard.press("ArrowRight")
-    assert page.inner_text("#lens-caption").startswith("2 / 2")
+    expect(page.locator("#lens-caption")).to_contain_text("2 / 2")
     page.wait_for_function("document.getElementById('lens-img').naturalWidth > 0")
     screenshot(page, "dataset-lens")
     page.keyboard.press("Escape")

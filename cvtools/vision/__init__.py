@@ -1,0 +1,1 @@
+"""Vision: backbones, preprocessing, embeddings, training, model registry, the engine."""

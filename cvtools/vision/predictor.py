@@ -1,0 +1,96 @@
+"""A trained model ready to serve: backbone features + head, or a whole fine-tuned network."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .backbone import Backbone, load_backbone
+from .head import HeadModel
+from .preprocess import Preprocess
+
+
+@dataclass
+class Predictor:
+    run: str
+    mode: str  # "head" or "finetune"
+    classes: list[str]
+    backbone: Backbone  # for finetune: the fine-tuned network itself
+    head: HeadModel | None
+    tta_flip: bool = True
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.backbone.preprocess
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the feature space of this model (the embedding cache key)."""
+        return self.backbone.fingerprint
+
+    def features(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.backbone.features(batch)
+
+    def logits_from_features(self, feats: torch.Tensor) -> torch.Tensor:
+        if self.head is not None:
+            return self.head(feats)
+        if self.backbone.kind == "hf":
+            return self.backbone.model.classifier(feats)  # type: ignore[no-any-return, operator]
+        return self.backbone.model._fc(feats)  # type: ignore[no-any-return, operator]
+
+    def probs(self, batch: torch.Tensor) -> np.ndarray:
+        """Softmax over classes for a preprocessed batch; with tta_flip, averaged with the mirror image."""
+        with torch.inference_mode():
+            p = F.softmax(self.logits_from_features(self.features(batch)), dim=1)
+            if self.tta_flip:
+                p = (p + F.softmax(self.logits_from_features(self.features(torch.flip(batch, dims=[3]))), dim=1)) / 2
+        return p.float().numpy()
+
+
+def load_finetuned(run_dir: Path, record: dict[str, Any]) -> Backbone:
+    classes = record["classes"]
+    pre = Preprocess(**record["preprocess"])
+    fp = f"ft-{record['id']}"
+    if record["backbone_kind"] == "hf":
+        from transformers import AutoModelForImageClassification
+
+        model = AutoModelForImageClassification.from_pretrained(run_dir / "model", local_files_only=True)
+        model.eval()
+        dim = int(model.classifier.in_features)
+        return Backbone(
+            name=record["backbone"], kind="hf", model=model, preprocess=pre, feature_dim=dim, fingerprint=fp
+        )
+    from efficientnet_lite_pytorch import EfficientNet
+    from safetensors.torch import load_file
+
+    net = EfficientNet.from_name("efficientnet-lite0", num_classes=len(classes))
+    net.load_state_dict(load_file(str(run_dir / "model" / "model.safetensors")))
+    net.eval()
+    return Backbone(
+        name=record["backbone"], kind="efficientnet", model=net, preprocess=pre, feature_dim=1280, fingerprint=fp
+    )
+
+
+def load_predictor(run_dir: Path, base: Backbone | None) -> Predictor:
+    """Load a run's weights; a head run reuses `base` when it is the backbone it was trained on."""
+    record = json.loads((run_dir / "run.json").read_text())
+    if record.get("state") != "done":
+        raise ValueError(f"run {record['id']} is {record.get('state')}, not a finished model")
+    if record["mode"] == "head":
+        head, cfg = HeadModel.load(run_dir / "head")
+        bb = base
+        if bb is None or bb.fingerprint != cfg["fingerprint"]:
+            bb = load_backbone(cfg["backbone"])
+            if bb.fingerprint != cfg["fingerprint"]:
+                raise ValueError(f"the backbone {cfg['backbone']!r} of run {record['id']} is not available")
+        return Predictor(
+            record["id"], "head", record["classes"], bb, head, bool(record["params"].get("tta_flip", True))
+        )
+    bb = load_finetuned(run_dir, record)
+    return Predictor(record["id"], "finetune", record["classes"], bb, None, False)

@@ -1,0 +1,319 @@
+"""Training: parameters, the stratified split, head mode on cached embeddings, full fine-tuning.
+
+`train()` reads top to bottom: split -> label maps -> features -> fit -> evaluate -> save.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import BadInput
+from ..jobs import Job
+from .backbone import Backbone
+from .embeddings import EmbeddingStore, Item, Pipeline
+from .head import EpochRow, HeadParams, evaluate_probs, train_head
+from .predictor import Predictor
+from .registry import Registry
+
+MIN_IMAGES = 2  # per group: one to learn from and one to check against
+
+# name: (default, type, low, high, mode, one-line help)
+PARAMS: dict[str, tuple[Any, type, float, float, str, str]] = {
+    "epochs": (40, int, 1, 2000, "head", "Passes over the training images."),
+    "head_learning_rate": (3e-3, float, 1e-6, 1.0, "head", "Step size of the head's optimiser."),
+    "hidden_units": (0, int, 0, 4096, "head", "0: a linear head; more: a small neural network with that many units."),
+    "augment_views": (4, int, 0, 16, "head", "Randomly cropped and mirrored copies of each training image."),
+    "weight_decay": (1e-4, float, 0.0, 1.0, "head", "Pull towards small weights (against over-fitting)."),
+    "tta_flip": (True, bool, 0, 1, "head", "Average every answer with that of the mirror image."),
+    "learning_rate": (None, float, 1e-7, 1.0, "finetune", "Step size (default 3e-4 for ConvNeXt, else 5e-5)."),
+    "per_device_train_batch_size": (16, int, 1, 1024, "finetune", "Images per training step."),
+    "gradient_accumulation_steps": (4, int, 1, 1024, "finetune", "Steps added up before each weight update."),
+    "per_device_eval_batch_size": (16, int, 1, 1024, "finetune", "Images per evaluation step."),
+    "num_train_epochs": (10, int, 1, 1000, "finetune", "Passes over the training images."),
+    "warmup_ratio": (0.1, float, 0.0, 0.9, "finetune", "Share of the steps spent raising the step size."),
+    "logging_steps": (10, int, 1, 100000, "finetune", "Log the training loss every this many steps."),
+}
+MODES = ("auto", "head", "finetune")
+
+
+def resolve_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise BadInput(f"mode must be one of {', '.join(MODES)}")
+    if mode == "auto":
+        return "finetune" if torch.cuda.is_available() else "head"
+    return mode
+
+
+def default_params() -> dict[str, Any]:
+    return {name: spec[0] for name, spec in PARAMS.items()}
+
+
+def validate_params(params: dict[str, Any], backbone_name: str) -> dict[str, Any]:
+    if not isinstance(params, dict):
+        raise BadInput("params must be an object")
+    out = default_params()
+    for name, value in params.items():
+        if name not in PARAMS:
+            raise BadInput(f"unknown parameter {name!r}")
+        default, typ, low, high, _, _ = PARAMS[name]
+        if value is None and default is None:
+            continue
+        if typ is bool:
+            if not isinstance(value, bool):
+                raise BadInput(f"{name} must be true or false")
+        elif typ is int:
+            if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+                raise BadInput(f"{name} must be a whole number")
+            value = int(value)
+        else:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+                raise BadInput(f"{name} must be a number")
+            value = float(value)
+        if typ is not bool and not low <= value <= high:
+            raise BadInput(f"{name} must be between {low:g} and {high:g}")
+        out[name] = value
+    if out["learning_rate"] is None:
+        out["learning_rate"] = 3e-4 if "convnext" in backbone_name.lower() else 5e-5
+    return out
+
+
+@dataclass
+class Sample:
+    id: str
+    sha256: str
+    path: Path
+    label: int
+
+
+@dataclass
+class Split:
+    classes: list[str]
+    train: list[Sample]
+    val: list[Sample]
+    left_out: dict[str, int] = field(default_factory=dict)
+
+
+def split_dataset(rows: list[Any], path_of: Callable[[Any], Path], *, test_size: float, seed: int = 0) -> Split:
+    """Stratified per group with a fixed seed; empty groups are left out, tiny ones refused."""
+    by_group: dict[str, list[Any]] = {}
+    for r in rows:
+        by_group.setdefault(r["grp"], []).append(r)
+    small = {g: len(v) for g, v in by_group.items() if len(v) < MIN_IMAGES}
+    if small:
+        g, n = next(iter(small.items()))
+        raise BadInput(
+            f"group {g!r} has only {n} image(s); each group needs at least {MIN_IMAGES} Group images "
+            "(add images, or move them to another group)"
+        )
+    classes = sorted(by_group)
+    if len(classes) < 2:
+        raise BadInput(f"at least 2 groups need Group images to train (found {len(classes)})")
+    rng = random.Random(seed)
+    train, val = [], []
+    for label, g in enumerate(classes):
+        items = sorted(by_group[g], key=lambda r: r["sha256"])
+        rng.shuffle(items)
+        n_val = min(len(items) - 1, max(1, round(len(items) * test_size)))
+        for i, r in enumerate(items):
+            (val if i < n_val else train).append(Sample(r["id"], r["sha256"], path_of(r), label))
+    return Split(classes, train, val)
+
+
+def embed_missing(
+    store: EmbeddingStore,
+    backbone: Backbone,
+    work: list[tuple[Item, list[int]]],
+    *,
+    batch_size: int,
+    max_pixels: int,
+    job: Job | None,
+    label: str = "Embedding",
+) -> tuple[int, list[str]]:
+    """Compute and cache the views not yet in the store. Returns (images computed, decode errors)."""
+    fp = backbone.fingerprint
+    needed: list[tuple[Item, list[int]]] = []
+    seen: set[str] = set()
+    for item, views in work:
+        if item.sha256 in seen:
+            continue
+        seen.add(item.sha256)
+        miss = sorted(v for s, v in store.missing(fp, [item.sha256], views))
+        if miss:
+            needed.append((item, miss))
+    if not needed:
+        return 0, []
+    pipe = Pipeline(pre=backbone.preprocess, forward=backbone.features, batch_size=batch_size, max_pixels=max_pixels)
+
+    def progress(done: int, total: int) -> None:
+        if job:
+            job.progress(done, total, f"{label}: {done} of {total} images")
+
+    for keys, vecs in pipe.run(
+        needed, progress=progress, cancelled=(lambda: job.cancelled) if job else (lambda: False)
+    ):
+        store.put(fp, [(sha, view, vec) for (sha, view), vec in zip(keys, vecs, strict=True)])
+    if job:
+        job.check()
+    return len(needed), pipe.errors
+
+
+def evaluate(classes: list[str], val: list[Sample], probs: np.ndarray) -> dict[str, Any]:
+    y = np.array([s.label for s in val])
+    pred = probs.argmax(1)
+    n = len(classes)
+    confusion = np.zeros((n, n), dtype=int)
+    for t, p in zip(y, pred, strict=True):
+        confusion[t, p] += 1
+    per_group = {}
+    for i, g in enumerate(classes):
+        tp = int(confusion[i, i])
+        support = int(confusion[i].sum())
+        predicted = int(confusion[:, i].sum())
+        per_group[g] = {
+            "precision": round(tp / predicted, 4) if predicted else 0.0,
+            "recall": round(tp / support, 4) if support else 0.0,
+            "support": support,
+        }
+    predictions = [
+        {
+            "id": s.id,
+            "group": classes[s.label],
+            "predicted": classes[int(p)],
+            "probability": round(float(probs[i, p]), 4),
+        }
+        for i, (s, p) in enumerate(zip(val, pred, strict=True))
+    ]
+    return {
+        "accuracy": round(float((pred == y).mean()), 4),
+        "confusion": confusion.tolist(),
+        "per_group": per_group,
+        "predictions": predictions,
+    }
+
+
+@dataclass
+class TrainContext:
+    """What a training run needs from the engine, passed explicitly so tests can build it."""
+
+    store: EmbeddingStore
+    registry: Registry
+    backbone: Backbone
+    batch_size: int
+    max_pixels: int
+    neuronet: str
+
+
+def train_head_mode(
+    ctx: TrainContext,
+    split: Split,
+    params: dict[str, Any],
+    record: dict[str, Any],
+    job: Job,
+    on_epoch: Callable[[EpochRow], None],
+) -> tuple[Predictor, np.ndarray]:
+    bb = ctx.backbone
+    k = int(params["augment_views"])
+    train_views = [0, 1, *range(2, 2 + k)]
+    # features: cached embeddings, only the missing ones computed
+    work = [(Item(s.sha256, s.path), train_views) for s in split.train] + [
+        (Item(s.sha256, s.path), [0, 1]) for s in split.val
+    ]
+    computed, errors = embed_missing(ctx.store, bb, work, batch_size=ctx.batch_size, max_pixels=ctx.max_pixels, job=job)
+    record["embedded_images"] = computed
+    if errors:
+        raise BadInput(f"{len(errors)} image(s) could not be read: {errors[0]}")
+    tr_sha = [s.sha256 for s in split.train]
+    x_train = np.concatenate([ctx.store.get(bb.fingerprint, tr_sha, v, bb.feature_dim) for v in train_views])
+    y_train = np.tile(np.array([s.label for s in split.train]), len(train_views))
+    va_sha = [s.sha256 for s in split.val]
+    val_views = [
+        ctx.store.get(bb.fingerprint, va_sha, v, bb.feature_dim) for v in ([0, 1] if params["tta_flip"] else [0])
+    ]
+    y_val = np.array([s.label for s in split.val])
+    # fit
+    job.progress(0, int(params["epochs"]), "Training the head")
+    hp = HeadParams(
+        epochs=int(params["epochs"]),
+        head_learning_rate=float(params["head_learning_rate"]),
+        hidden_units=int(params["hidden_units"]),
+        weight_decay=float(params["weight_decay"]),
+    )
+    head, _, _ = train_head(
+        x_train,
+        y_train,
+        val_views,
+        y_val,
+        n_classes=len(split.classes),
+        params=hp,
+        on_epoch=on_epoch,
+        cancelled=lambda: job.cancelled,
+    )
+    job.check()
+    probs = evaluate_probs(head, val_views)
+    # save
+    head.save(
+        ctx.registry.run_dir(record["id"]) / "head",
+        {"classes": split.classes, "backbone": bb.name, "fingerprint": bb.fingerprint},
+    )
+    return Predictor(record["id"], "head", split.classes, bb, head, bool(params["tta_flip"])), probs
+
+
+def train(
+    ctx: TrainContext,
+    rows: list[Any],
+    path_of: Callable[[Any], Path],
+    *,
+    mode: str,
+    params: dict[str, Any],
+    test_size: float,
+    job: Job,
+    record: dict[str, Any],
+    publish: Callable[[dict[str, Any]], None],
+) -> tuple[dict[str, Any], Predictor]:
+    started = time.perf_counter()
+    # split and label maps
+    split = split_dataset(rows, path_of, test_size=test_size)
+    record.update(
+        classes=split.classes,
+        counts={"train": len(split.train), "val": len(split.val)},
+        group_sizes=dict(Counter(split.classes[s.label] for s in split.train + split.val)),
+    )
+
+    def on_epoch(row: EpochRow) -> None:
+        record["epochs"].append(row.to_json())
+        best = max(record["epochs"], key=lambda e: (e["accuracy"], -e["loss"]))
+        record["best"] = {"epoch": best["epoch"], "accuracy": best["accuracy"]}
+        total = int(params["epochs"] if mode == "head" else params["num_train_epochs"])
+        job.result = {"run": record["id"], "epochs": record["epochs"], "best": record["best"]}
+        job.progress(row.epoch, total, f"Epoch {row.epoch} of {total}: accuracy {row.accuracy:.3f}")
+        publish(record)
+
+    # features, fit
+    if mode == "head":
+        predictor, probs = train_head_mode(ctx, split, params, record, job, on_epoch)
+    else:
+        from .finetune import finetune
+
+        predictor, probs = finetune(ctx, split, params, record, job, on_epoch)
+    # evaluate
+    metrics = evaluate(split.classes, split.val, probs)
+    record.update(
+        state="done",
+        accuracy=metrics["accuracy"],
+        confusion=metrics["confusion"],
+        per_group=metrics["per_group"],
+        predictions=metrics["predictions"],
+        seconds=round(time.perf_counter() - started, 2),
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    )
+    ctx.registry.write(record)
+    return record, predictor

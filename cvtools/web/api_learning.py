@@ -1,0 +1,69 @@
+"""Learning endpoints of API.md: parameters, training runs, model versions and promotion."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from ..errors import NotFound
+from .api_dataset import ERRORS
+from .app import AppContext, get_ctx
+
+router = APIRouter(prefix="/api", tags=["learning"])
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+
+class TrainRequest(BaseModel):
+    mode: str = "auto"
+    params: dict[str, Any] = {}
+
+
+class PromoteRequest(BaseModel):
+    run: str
+    build_index: bool = True
+
+
+@router.get("/train/params")
+def train_params(ctx: Ctx) -> dict[str, Any]:
+    return ctx.engine.train_params()
+
+
+@router.post("/train", status_code=202, responses=ERRORS)
+def start_training(body: TrainRequest, ctx: Ctx) -> JSONResponse:
+    job, run = ctx.engine.start_training(body.mode, body.params)
+    return JSONResponse({"job": job.id, "run": run}, status_code=202)
+
+
+@router.get("/train/runs")
+def list_runs(ctx: Ctx) -> dict[str, Any]:
+    return {"runs": [{k: v for k, v in r.items() if k != "predictions"} for r in ctx.engine.registry.runs()]}
+
+
+@router.get("/train/runs/{run}", responses=ERRORS)
+def get_run(run: str, ctx: Ctx) -> dict[str, Any]:
+    return ctx.engine.registry.get(run)
+
+
+@router.post("/models/promote", responses=ERRORS)
+def promote(body: PromoteRequest, ctx: Ctx) -> dict[str, Any]:
+    ctx.engine.promote(body.run)
+    out: dict[str, Any] = {"production": body.run}
+    if body.build_index and "build_index" in ctx.extras:
+        out["index_job"] = ctx.extras["build_index"]().id
+    return out
+
+
+@router.get("/models")
+def models(ctx: Ctx) -> dict[str, Any]:
+    return ctx.engine.models()
+
+
+@router.get("/models/{run}", responses=ERRORS)
+def model(run: str, ctx: Ctx) -> dict[str, Any]:
+    for m in ctx.engine.models()["models"]:
+        if m["run"] == run:
+            return m
+    raise NotFound(f"model {run!r} does not exist")
