@@ -143,3 +143,9 @@ def run_training(client: TestClient, mode: str = "head", timeout: float = 240, *
         time.sleep(0.1)
     assert job["state"] == "done", job
     return client.get(f"/api/train/runs/{run}").json()
+
+
+@pytest.fixture
+def tiny_live_server(tiny_settings: Settings) -> Iterator[LiveServer]:
+    with LiveServer(tiny_settings) as server:
+        yield server

@@ -17,7 +17,7 @@ router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(PROJECT_ROOT / "templates"))
 
 # (endpoint name, path, menu title); the menu lists only these.
-PAGES = [("dataset", "/", "Dataset")]
+PAGES = [("dataset", "/", "Dataset"), ("learning", "/learning", "Learning")]
 
 
 def render(request: Request, template: str, page: str, **extra: Any) -> HTMLResponse:
@@ -33,6 +33,11 @@ def render(request: Request, template: str, page: str, **extra: Any) -> HTMLResp
 @router.get("/", response_class=HTMLResponse)
 def dataset_page(request: Request) -> HTMLResponse:
     return render(request, "dataset.html", "dataset")
+
+
+@router.get("/learning", response_class=HTMLResponse)
+def learning_page(request: Request) -> HTMLResponse:
+    return render(request, "learning.html", "learning")
 
 
 @router.get("/login", response_class=HTMLResponse)

@@ -1,0 +1,44 @@
+"""The Learning page's journey: parameters, Start learning, live epochs, confusion matrix, Set trained as main."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from ..conftest import LiveServer
+from ..helpers import class_image
+from .conftest import screenshot
+
+pytestmark = pytest.mark.browser
+
+
+def test_learning_journey(page, tiny_live_server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    url = tiny_live_server.url
+    for cls in ("red", "green", "blue"):
+        httpx.post(url + "/api/groups", json={"name": cls})
+        files = [("files", (f"{cls}{i}.png", class_image(cls, i), "image/png")) for i in range(10)]
+        httpx.post(f"{url}/api/groups/{cls}/images", files=files, timeout=60)
+    page.goto(url + "/learning")
+    expect(page.locator("#no-models")).to_be_visible()
+    page.select_option("#mode", "head")
+    page.fill('[data-param="epochs"]', "12")
+    page.click("#btn-start")
+    expect(page.locator("#run-state")).to_have_text("done", timeout=120_000)
+    expect(page.locator("#epochs-table tbody tr")).to_have_count(12)
+    expect(page.locator("#confusion-block")).to_be_visible()
+    page.click("#confusion td.diag >> nth=0")
+    expect(page.locator("#cell-images .tile").first).to_be_visible()
+    screenshot(page, "learning")
+
+    page.click("#btn-promote")
+    page.click("#promote-ok")
+    expect(page.locator("#models-table .badge")).to_have_text("main")
+    run = page.inner_text("#run-id")
+    assert httpx.get(url + "/api/models").json()["production"] == run
+    expect(page.locator("#model-badge")).to_contain_text("Model:")
+
+    # An invalid parameter shows the server's reason.
+    page.fill('[data-param="epochs"]', "0")
+    page.click("#btn-start")
+    expect(page.locator("#toast")).to_contain_text("epochs")
