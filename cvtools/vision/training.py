@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-import random
+import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -34,6 +34,14 @@ PARAMS: dict[str, tuple[Any, type, float, float, str, str]] = {
     "augment_views": (4, int, 0, 16, "head", "Randomly cropped and mirrored copies of each training image."),
     "weight_decay": (1e-4, float, 0.0, 1.0, "head", "Pull towards small weights (against over-fitting)."),
     "tta_flip": (True, bool, 0, 1, "head", "Average every answer with that of the mirror image."),
+    "use_all_images": (
+        True,
+        bool,
+        0,
+        1,
+        "head",
+        "After the check, train once more on all images (the check images too).",
+    ),
     "learning_rate": (None, float, 1e-7, 1.0, "finetune", "Step size (default 3e-4 for ConvNeXt, else 5e-5)."),
     "per_device_train_batch_size": (16, int, 1, 1024, "finetune", "Images per training step."),
     "gradient_accumulation_steps": (4, int, 1, 1024, "finetune", "Steps added up before each weight update."),
@@ -117,11 +125,11 @@ def split_dataset(rows: list[Any], path_of: Callable[[Any], Path], *, test_size:
     classes = sorted(by_group)
     if len(classes) < 2:
         raise BadInput(f"at least 2 groups need Group images to train (found {len(classes)})")
-    rng = random.Random(seed)
     train, val = [], []
     for label, g in enumerate(classes):
-        items = sorted(by_group[g], key=lambda r: r["sha256"])
-        rng.shuffle(items)
+        # Ranked by a seeded hash of the image, not shuffled: adding an image moves at most one
+        # other between the two sides, so cached augmentations stay useful.
+        items = sorted(by_group[g], key=lambda r: hashlib.sha256(f"{seed}:{r['sha256']}".encode()).digest())
         n_val = min(len(items) - 1, max(1, round(len(items) * test_size)))
         for i, r in enumerate(items):
             (val if i < n_val else train).append(Sample(r["id"], r["sha256"], path_of(r), label))
@@ -258,7 +266,22 @@ def train_head_mode(
         cancelled=lambda: job.cancelled,
     )
     job.check()
-    probs = evaluate_probs(head, val_views)
+    probs = evaluate_probs(head, val_views)  # the honest estimate, from images the head did not see
+    if params["use_all_images"]:
+        # refit on every image with the same schedule (the check images' plain views join in)
+        x_all = np.concatenate([x_train, *val_views])
+        y_all = np.concatenate([y_train, *[y_val] * len(val_views)])
+        job.progress(hp.epochs, hp.epochs, "Training on all images")
+        head, _, _ = train_head(
+            x_all,
+            y_all,
+            [],
+            np.array([], dtype=int),
+            n_classes=len(split.classes),
+            params=hp,
+            cancelled=lambda: job.cancelled,
+        )
+        job.check()
     # save
     head.save(
         ctx.registry.run_dir(record["id"]) / "head",

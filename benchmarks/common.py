@@ -1,0 +1,97 @@
+"""Shared benchmark helpers: the openclipart drawings and a real dataset + engine built from them."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from cvtools import imaging
+from cvtools.dataset import Dataset, Incoming
+from cvtools.jobs import JobRunner
+from cvtools.settings import PROJECT_ROOT, Settings
+from cvtools.vision.engine import Engine
+
+CATEGORIES = [
+    "animals/mammals",
+    "food/fruit",
+    "shapes/arrows",
+    "transportation/roadsigns",
+    "recreation/music",
+    "signs_and_symbols/flags",
+]
+
+
+def openclipart() -> Path:
+    """The drawings folder, fetched once by shared/bench/fetch-openclipart.sh."""
+    script = PROJECT_ROOT.parent / "shared" / "bench" / "fetch-openclipart.sh"
+    out = subprocess.run(["bash", str(script)], check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def category_files(root: Path, category: str, max_pixels: int = 20_000_000) -> list[Path]:
+    """PNG files of one category (not its sub-folders), without the giant ones, in a fixed order."""
+    files = []
+    for p in sorted((root / category).glob("*.png")):
+        try:
+            imaging.check_image(p, max_pixels=max_pixels)
+        except imaging.ImageRejected:
+            continue
+        files.append(p)
+    return files
+
+
+def split_files(
+    files: list[Path], n_train: int, n_test: int, seed: int = 0
+) -> tuple[list[Path], list[Path], list[Path]]:
+    files = list(files)
+    random.Random(seed).shuffle(files)
+    return files[:n_train], files[n_train : n_train + n_test], files[n_train + n_test :]
+
+
+def build(workdir: Path | None = None, **settings: object) -> tuple[Settings, Dataset, JobRunner, Engine]:
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="cvtools-bench-"))
+    s = Settings(
+        dataset_dir=workdir / "dataset",
+        neuronet=str(settings.pop("neuronet", "efficientnet-lite0")),
+        preload_model=False,
+        **settings,
+    )  # type: ignore[arg-type]
+    ds = Dataset(s.dataset_dir, max_image_pixels=s.max_image_pixels)
+    jobs = JobRunner()
+    engine = Engine(s, ds, jobs, lambda event, data: None)
+    return s, ds, jobs, engine
+
+
+def import_files(ds: Dataset, group: str, files: list[Path]) -> int:
+    if group not in ds.group_names():
+        ds.create_group(group)
+    items = []
+    for f in files:
+        tmp = ds.new_tmp_path()
+        tmp.write_bytes(f.read_bytes())
+        items.append(Incoming(name=f.name, path=tmp))
+    return len(ds.add_images(group, items).added)
+
+
+def wait(jobs: JobRunner, job_id: str, timeout: float = 3600) -> dict:
+    job = jobs.wait(job_id, timeout)
+    if job.state != "done":
+        raise RuntimeError(f"job {job.kind} ended {job.state}: {job.error}")
+    return job.result  # type: ignore[no-any-return]
+
+
+class Timer:
+    def __enter__(self) -> Timer:
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.t0
+
+
+def cpu_note() -> str:
+    return f"{os.cpu_count()} CPU cores"
