@@ -18,10 +18,21 @@ from ..errors import BadInput, Conflict, NoModel, NotFound
 from ..jobs import Job, JobRunner
 from ..settings import Settings
 from .backbone import Backbone, load_backbone
-from .embeddings import EmbeddingStore
+from .batcher import Batcher
+from .embeddings import EmbeddingStore, Item
+from .index import SimilarityIndex
 from .predictor import Predictor, load_predictor
 from .registry import Registry
-from .training import PARAMS, TrainContext, default_params, resolve_mode, split_dataset, train, validate_params
+from .training import (
+    PARAMS,
+    TrainContext,
+    default_params,
+    embed_missing,
+    resolve_mode,
+    split_dataset,
+    train,
+    validate_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +52,11 @@ class Engine:
         self._production: Predictor | None = None
         self._production_loaded = False
         self.production_error: str | None = None
+        self.batcher = Batcher(settings.batch_size)
+        self.index_path = settings.state_dir / "index" / "index.npz"
+        self._index: SimilarityIndex | None = None
+        self._index_loaded = False
+        self._index_lock = threading.Lock()
         torch.set_num_threads(max(1, os.cpu_count() or 1))
 
     # ---- loading ------------------------------------------------------------------------
@@ -105,15 +121,114 @@ class Engine:
         return p
 
     def classify(self, images: list[Image.Image], predictor: Predictor | None = None) -> list[list[tuple[str, float]]]:
-        """Ranked (group, probability) per image, highest first."""
+        """Ranked (group, probability) per image, highest first (direct, one batch)."""
         p = predictor or self.require_production()
-        batch = p.preprocess.batch(images)
-        probs = p.probs(batch)
-        out = []
-        for row in probs:
-            order = np.argsort(-row)
-            out.append([(p.classes[i], float(row[i])) for i in order])
-        return out
+        probs = p.probs(p.preprocess.batch(images))
+        return [rank(p.classes, row) for row in probs]
+
+    def analyze(self, image: Image.Image) -> tuple[list[tuple[str, float]], np.ndarray]:
+        """One image through the request batcher: ranked groups and its vector in the similarity space."""
+        p = self.require_production()
+        array = p.preprocess.array(p.preprocess.center(image))
+        probs, feats, logits = self.batcher.submit(p, array).result()
+        return rank(p.classes, probs), (logits if self.settings.similarity_space == "logits" else feats)
+
+    # ---- similarity index ----------------------------------------------------------------
+    def index(self) -> SimilarityIndex | None:
+        """The persisted index when it matches the production model, else None."""
+        if not self._index_loaded:
+            with self._index_lock:
+                if not self._index_loaded:
+                    self._index_loaded = True
+                    if self.index_path.is_file():
+                        try:
+                            self._index = SimilarityIndex.load(self.index_path)
+                        except (OSError, ValueError, KeyError) as exc:
+                            log.warning("similarity index unreadable (%s); it will be rebuilt on demand", exc)
+        idx, p = self._index, self.production()
+        if idx is None or p is None or idx.fingerprint != p.fingerprint or idx.space != self.settings.similarity_space:
+            return None
+        if idx.space == "logits" and idx.run != p.run:  # logits depend on the head, not only the backbone
+            return None
+        return idx
+
+    def index_status(self) -> dict[str, Any]:
+        idx = self.index()
+        running = [j.id for j in self.jobs.active("index")]
+        return {
+            "exists": idx is not None,
+            "images": len(idx) if idx else 0,
+            "space": self.settings.similarity_space,
+            "run": idx.run if idx else None,
+            "built": idx.built if idx else None,
+            "job": running[0] if running else None,
+        }
+
+    def _vectors(self, p: Predictor, rows: list[Any], job: Job | None) -> dict[str, np.ndarray]:
+        bb = p.backbone
+        embed_missing(
+            self.store,
+            bb,
+            [(Item(r["sha256"], self.dataset.abs_path(r)), [0]) for r in rows],
+            batch_size=self.settings.batch_size,
+            max_pixels=self.settings.max_image_pixels,
+            job=job,
+            label="Indexing",
+        )
+        have = [r for r in rows if not self.store.missing(bb.fingerprint, [r["sha256"]], [0])]
+        if not have:
+            return {}
+        feats = self.store.get(bb.fingerprint, [r["sha256"] for r in have], 0, bb.feature_dim)
+        if self.settings.similarity_space == "logits":
+            with torch.inference_mode():
+                feats = p.logits_from_features(torch.from_numpy(feats)).float().numpy()
+        return {r["id"]: v for r, v in zip(have, feats, strict=True)}
+
+    def build_index(self, job: Job | None = None, *, full: bool = True) -> dict[str, Any]:
+        """Embed every Group image with the production model (cached) and save the index."""
+        p = self.require_production()
+        rows = self.dataset.rows_with_status("group")
+        with self._index_lock:
+            current = None if full else self._index
+            if current is not None and (
+                current.fingerprint != p.fingerprint or current.space != self.settings.similarity_space
+            ):
+                current = None
+        keep = {r["id"]: r["grp"] for r in rows}
+        todo = rows if current is None else [r for r in rows if r["id"] not in current._pos]
+        vectors = self._vectors(p, todo, job)
+        if current is None:
+            current = SimilarityIndex(p.fingerprint, self.settings.similarity_space, p.run)
+        current.update(keep, {i: (keep[i], v) for i, v in vectors.items()})
+        current.built = time.time()
+        current.save(self.index_path)
+        with self._index_lock:
+            self._index, self._index_loaded = current, True
+        self.publish("index", self.index_status())
+        return {"images": len(current), "embedded": len(vectors)}
+
+    def start_index_job(self, *, full: bool = True) -> Job:
+        self.require_production()
+        for j in self.jobs.active("index"):
+            if j.state == "queued":
+                return j
+        return self.jobs.submit(
+            "index", lambda job: self.build_index(job, full=full), message="Building the image index"
+        )
+
+    def on_dataset_change(self, event: dict[str, Any]) -> None:
+        """Keep the index current: an incremental update after images are added, moved or deleted."""
+        if (
+            event.get("op") in ("images", "groups")
+            and self._index_loaded
+            and self._index is not None
+            and self._production
+        ):
+            self.start_index_job(full=False)
+
+    def similar(self, vector: np.ndarray, k: int, group: str | None = None) -> list[tuple[str, str, float]] | None:
+        idx = self.index()
+        return None if idx is None else idx.query(vector, k, group)
 
     # ---- training -----------------------------------------------------------------------
     def train_params(self) -> dict[str, Any]:
@@ -232,7 +347,13 @@ class Engine:
         return predictor
 
     def close(self) -> None:
+        self.batcher.close()
         self.store.close()
+
+
+def rank(classes: list[str], probs: np.ndarray) -> list[tuple[str, float]]:
+    order = np.argsort(-probs, kind="stable")
+    return [(classes[i], float(probs[i])) for i in order]
 
 
 def _summary(record: dict[str, Any]) -> dict[str, Any]:

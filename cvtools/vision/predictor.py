@@ -44,6 +44,16 @@ class Predictor:
             return self.backbone.model.classifier(feats)  # type: ignore[no-any-return, operator]
         return self.backbone.model._fc(feats)  # type: ignore[no-any-return, operator]
 
+    def analyze(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(probabilities, pooled features, logits) for a preprocessed batch; features of the plain view."""
+        with torch.inference_mode():
+            feats = self.features(batch)
+            logits = self.logits_from_features(feats)
+            p = F.softmax(logits, dim=1)
+            if self.tta_flip:
+                p = (p + F.softmax(self.logits_from_features(self.features(torch.flip(batch, dims=[3]))), dim=1)) / 2
+        return p.float().numpy(), feats.float().numpy(), logits.float().numpy()
+
     def probs(self, batch: torch.Tensor) -> np.ndarray:
         """Softmax over classes for a preprocessed batch; with tta_flip, averaged with the mirror image."""
         with torch.inference_mode():

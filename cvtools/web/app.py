@@ -128,7 +128,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    from . import api_dataset, api_jobs, api_learning, pages
+    from . import api_analysis, api_dataset, api_jobs, api_learning, pages
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -139,7 +139,9 @@ def create_app(settings: Settings) -> FastAPI:
         jobs.listeners.append(lambda data: events.publish("job", data))
         dataset.listeners.append(lambda data: events.publish("dataset", data))
         engine = Engine(settings, dataset, jobs, events.publish)
+        dataset.listeners.append(engine.on_dataset_change)
         ctx = AppContext(settings=settings, dataset=dataset, jobs=jobs, events=events, engine=engine)
+        ctx.extras["build_index"] = lambda: engine.start_index_job(full=True)
         app.state.ctx = ctx
         jobs.submit(
             "rescan", lambda job: dataset.rescan(job.progress, lambda: job.cancelled), message="Scanning folders"
@@ -171,4 +173,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(api_dataset.router)
     app.include_router(api_jobs.router)
     app.include_router(api_learning.router)
+    app.include_router(api_analysis.router)
     return app

@@ -1,0 +1,152 @@
+"""/cv (the original's REST format), /api/analyze and the similarity index endpoints."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+from urllib.parse import unquote
+
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from .. import imaging, netfetch
+from ..errors import BadInput, NotAnImage, TooLarge
+from .api_dataset import ERRORS
+from .app import AppContext, get_ctx
+
+router = APIRouter(tags=["analysis"])
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+CV_RESPONSES: dict[int | str, dict[str, Any]] = {**ERRORS, 503: ERRORS[400]}
+_SUFFIX = re.compile(r"^(?P<target>.+):(?P<n>[^:/\\]*)$")
+
+
+def parse_cv_query(raw: str) -> tuple[str, int | None]:
+    """'<path or URL>[:n]' -> (target, n). Ports, drive letters and colons inside paths are kept."""
+    text = unquote(raw)
+    if not text:
+        raise BadInput("give an image path or URL: /cv?<path or URL>[:n]")
+    m = _SUFFIX.match(text)
+    if not m:
+        return text, None
+    suffix = m["n"]
+    if suffix.isdigit() and not re.match(r"^https?://[^/]*$", m["target"]):
+        n = int(suffix)
+        if n < 1:
+            raise BadInput("the number after the last ':' must be a positive whole number")
+        return m["target"], n
+    if re.fullmatch(r"[+-]?\d+(\.\d*)?|", suffix) or (suffix and not re.search(r"[.\s]", suffix) and len(suffix) <= 12):
+        raise BadInput(f"the part after the last ':' ({suffix!r}) must be a positive whole number")
+    return text, None  # a colon inside a file name, e.g. /data/a:b.jpg
+
+
+def _policy(ctx: AppContext) -> netfetch.UrlPolicy:
+    return netfetch.UrlPolicy(allow_private=ctx.settings.allow_private_urls, max_bytes=ctx.settings.max_upload_bytes)
+
+
+def _decode(ctx: AppContext, data: bytes) -> Any:
+    try:
+        return imaging.load_rgb(data, max_pixels=ctx.settings.max_image_pixels, min_side=448)
+    except imaging.ImageRejected as exc:
+        raise (TooLarge if exc.too_large else NotAnImage)(str(exc)) from None
+
+
+def _classify_bytes(ctx: AppContext, data: bytes, n: int | None) -> list[list[Any]]:
+    ctx.engine.require_production()
+    ranked, _ = ctx.engine.analyze(_decode(ctx, data))
+    return [[g, p] for g, p in ranked[:n] if n] if n else [[g, p] for g, p in ranked]
+
+
+@router.get("/cv", responses=CV_RESPONSES, response_model=list[tuple[str, float]])
+def cv_get(request: Request) -> JSONResponse:
+    """`/cv?<local path or http(s) URL>[:n]` -> `[[group, probability], ...]`, highest first."""
+    ctx = get_ctx(request)
+    target, n = parse_cv_query(request.scope.get("query_string", b"").decode("latin-1"))
+    ctx.engine.require_production()
+    data = netfetch.read_image_source(
+        target, public_dirs=list(ctx.settings.public_dirs), base=ctx.settings.dataset_dir, policy=_policy(ctx)
+    )
+    return JSONResponse(_classify_bytes(ctx, data, n))
+
+
+@router.post(
+    "/cv",
+    responses=CV_RESPONSES,
+    response_model=list[tuple[str, float]],
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "multipart/form-data": {
+                    "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+                },
+            }
+        }
+    },
+)
+async def cv_post(request: Request, n: Annotated[int | None, Query(ge=1, le=100000)] = None) -> JSONResponse:
+    """An image body (raw bytes, or multipart field `file`) -> the same list as `GET /cv`."""
+    ctx = get_ctx(request)
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise BadInput("send the image as the multipart field 'file' or as the raw body")
+        data = await upload.read()
+    else:
+        data = await request.body()
+    if not data:
+        raise BadInput("the request has no image")
+    return JSONResponse(await run_in_threadpool(_classify_bytes, ctx, data, n))
+
+
+@router.post("/api/analyze", responses=CV_RESPONSES)
+def analyze(
+    ctx: Ctx,
+    file: Annotated[UploadFile | None, File()] = None,
+    url: Annotated[str | None, Form(description="an image URL or local path instead of a file")] = None,
+    similar: Annotated[int, Form(ge=0, le=1000)] = 20,
+    group: Annotated[str | None, Form()] = None,
+) -> dict[str, Any]:
+    engine = ctx.engine
+    engine.require_production()
+    if file is not None:
+        data = file.file.read(ctx.settings.max_upload_bytes + 1)
+    elif url:
+        data = netfetch.read_image_source(
+            url.strip(), public_dirs=list(ctx.settings.public_dirs), base=ctx.settings.dataset_dir, policy=_policy(ctx)
+        )
+    else:
+        raise BadInput("send an image file (field 'file') or an image URL (field 'url')")
+    if group:
+        group = ctx.dataset.require_group(group)
+    ranked, vector = engine.analyze(_decode(ctx, data))
+    hits = engine.similar(vector, similar, group) if similar else []
+    out: list[dict[str, Any]] = []
+    for image_id, grp, dist in hits or []:
+        try:
+            img = ctx.dataset.get_image(image_id)
+        except Exception:  # removed since the index was updated
+            continue
+        out.append(
+            {
+                "id": image_id,
+                "group": grp,
+                "distance": round(dist, 6),
+                "thumb": img["thumb"],
+                "path": img["path"],
+                "url": img["url"],
+                "filename": img["filename"],
+            }
+        )
+    return {"classification": [[g, p] for g, p in ranked], "similar": out, "index": hits is not None}
+
+
+@router.get("/api/index")
+def index_status(ctx: Ctx) -> dict[str, Any]:
+    return ctx.engine.index_status()
+
+
+@router.post("/api/index", status_code=202, responses=CV_RESPONSES)
+def build_index(ctx: Ctx) -> JSONResponse:
+    return JSONResponse({"job": ctx.engine.start_index_job(full=True).id}, status_code=202)
