@@ -17,7 +17,7 @@ class FakeWeb:
         web = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 web.hits[path] = web.hits.get(path, 0) + 1
                 route = web.routes.get(path)
