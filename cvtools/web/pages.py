@@ -17,7 +17,11 @@ router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(PROJECT_ROOT / "templates"))
 
 # (endpoint name, path, menu title); the menu lists only these.
-PAGES = [("dataset", "/", "Dataset"), ("learning", "/learning", "Learning")]
+PAGES = [
+    ("dataset", "/", "Dataset"),
+    ("learning", "/learning", "Learning"),
+    ("analysis", "/analysis", "Image analysis"),
+]
 
 
 def render(request: Request, template: str, page: str, **extra: Any) -> HTMLResponse:
@@ -38,6 +42,11 @@ def dataset_page(request: Request) -> HTMLResponse:
 @router.get("/learning", response_class=HTMLResponse)
 def learning_page(request: Request) -> HTMLResponse:
     return render(request, "learning.html", "learning")
+
+
+@router.get("/analysis", response_class=HTMLResponse)
+def analysis_page(request: Request) -> HTMLResponse:
+    return render(request, "analysis.html", "analysis")
 
 
 @router.get("/login", response_class=HTMLResponse)
