@@ -56,3 +56,13 @@ train_mode = "auto"
 
 # Load the network when CV Tools starts (True), or only when it is first needed (False).
 preload_model = True
+
+# How label errors are found: "cross_validation" (each image judged by a model that did not learn
+# from it; finds more real errors) or "production" (the main model's own answers, as the original).
+anomaly_method = "cross_validation"
+
+# Number of parts the Group images are split into for cross_validation (2-20).
+anomaly_folds = 5
+
+# Two images whose perceptual hashes differ in at most this many of 64 bits are duplicates.
+phash_max_bits = 6

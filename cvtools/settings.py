@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     similarity_space: Literal["features", "logits"] = "features"
     train_mode: Literal["auto", "head", "finetune"] = "auto"
     preload_model: bool = True
+    anomaly_method: Literal["cross_validation", "production"] = "cross_validation"
+    anomaly_folds: int = 5
+    phash_max_bits: int = 6
 
     @field_validator("test_size")
     @classmethod
@@ -57,6 +60,20 @@ class Settings(BaseSettings):
     def _distance(cls, v: float) -> float:
         if not 0 <= v <= 2:
             raise ValueError("max_equal_distance must be between 0 and 2")
+        return v
+
+    @field_validator("anomaly_folds")
+    @classmethod
+    def _folds(cls, v: int) -> int:
+        if not 2 <= v <= 20:
+            raise ValueError("anomaly_folds must be between 2 and 20")
+        return v
+
+    @field_validator("phash_max_bits")
+    @classmethod
+    def _phash(cls, v: int) -> int:
+        if not 0 <= v <= 32:
+            raise ValueError("phash_max_bits must be between 0 and 32")
         return v
 
     @field_validator("port")

@@ -96,8 +96,9 @@ def class_image(cls: str, seed: int, size: int = 72, fmt: str = "PNG") -> bytes:
     elif kind == "square":
         d.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fg)
     else:
-        for x in range(0, size, 10):
-            d.rectangle((x, 0, x + 4, size), fill=fg)
+        width, offset = rnd.randint(3, 6), rnd.randint(0, 9)
+        for x in range(offset, size, width + rnd.randint(4, 8)):
+            d.rectangle((x, 0, x + width - 1, size), fill=fg)
     out = io.BytesIO()
     img.save(out, fmt)
     return out.getvalue()

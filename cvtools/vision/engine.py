@@ -17,6 +17,7 @@ from ..dataset import Dataset
 from ..errors import BadInput, Conflict, NoModel, NotFound
 from ..jobs import Job, JobRunner
 from ..settings import Settings
+from . import anomalies as anom
 from .backbone import Backbone, load_backbone
 from .batcher import Batcher
 from .embeddings import EmbeddingStore, Item
@@ -57,6 +58,8 @@ class Engine:
         self._index: SimilarityIndex | None = None
         self._index_loaded = False
         self._index_lock = threading.Lock()
+        self.dataset_version = 0
+        self._anomalies: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         torch.set_num_threads(max(1, os.cpu_count() or 1))
 
     # ---- loading ------------------------------------------------------------------------
@@ -218,6 +221,7 @@ class Engine:
 
     def on_dataset_change(self, event: dict[str, Any]) -> None:
         """Keep the index current: an incremental update after images are added, moved or deleted."""
+        self.dataset_version += 1
         if (
             event.get("op") in ("images", "groups")
             and self._index_loaded
@@ -346,6 +350,150 @@ class Engine:
         self.publish("model", self.status())
         return predictor
 
+    # ---- anomalies ---------------------------------------------------------------------------
+    def _views(self, bb: Backbone, rows: list[Any], views: list[int], job: Job | None) -> list[np.ndarray]:
+        embed_missing(
+            self.store,
+            bb,
+            [(Item(r["sha256"], self.dataset.abs_path(r)), views) for r in rows],
+            batch_size=self.settings.batch_size,
+            max_pixels=self.settings.max_image_pixels,
+            job=job,
+            label="Embedding",
+        )
+        return [self.store.get(bb.fingerprint, [r["sha256"] for r in rows], v, bb.feature_dim) for v in views]
+
+    def _anomaly_key(self, kind: str, method: str) -> tuple[Any, ...]:
+        p = self._production
+        return (kind, method, self.dataset_version, p.run if p else None, self.settings.max_equal_distance)
+
+    def anomalies(
+        self, kind: str, method: str | None = None, job: Job | None = None, *, fresh: bool = False
+    ) -> dict[str, Any]:
+        """The anomaly list, recomputed only when the dataset or the main model changed."""
+        if kind not in ("errors", "duplicates"):
+            raise BadInput("type must be errors or duplicates")
+        method = method or self.settings.anomaly_method
+        if method not in ("cross_validation", "production"):
+            raise BadInput("method must be cross_validation or production")
+        p = self.require_production()
+        key = self._anomaly_key(kind, method)
+        cached = self._anomalies.get(kind + method)
+        if cached and cached[0] == key and not fresh:
+            return cached[1]
+        result = self._errors(p, method, job) if kind == "errors" else self._duplicates(p, job)
+        result["computed"] = time.time()
+        self._anomalies[kind + method] = (key, result)
+        return result
+
+    def _errors(self, p: Predictor, method: str, job: Job | None) -> dict[str, Any]:
+        rows = self.dataset.rows_with_status("group")
+        if method == "production":
+            rows = [r for r in rows if r["grp"] in p.classes]
+            classes = p.classes
+        else:
+            sizes: dict[str, int] = {}
+            for r in rows:
+                sizes[r["grp"]] = sizes.get(r["grp"], 0) + 1
+            classes = sorted(g for g, n in sizes.items() if n >= 2)
+            rows = [r for r in rows if r["grp"] in classes]
+        if len(classes) < 2 or not rows:
+            return {
+                "items": [],
+                "method": method,
+                "message": "at least 2 groups with 2 or more Group images are needed",
+            }
+        views = self._views(p.backbone, rows, [0, 1], job)
+        labels = np.array([classes.index(r["grp"]) for r in rows])
+        if method == "production":
+            with torch.inference_mode():
+                probs = np.mean(
+                    [torch.softmax(p.logits_from_features(torch.from_numpy(v)), 1).numpy() for v in views], 0
+                )
+        else:
+            probs = anom.out_of_fold_probs(
+                views,
+                labels,
+                [r["sha256"] for r in rows],
+                len(classes),
+                k=self.settings.anomaly_folds,
+                progress=(lambda d, t: job.progress(d, t, f"Fold {d} of {t}")) if job else None,
+                cancelled=(lambda: job.cancelled) if job else (lambda: False),
+            )
+        items = []
+        for e in anom.label_errors(probs, labels):
+            r = rows[e.index]
+            items.append(
+                {
+                    "id": r["id"],
+                    "path": str(self.dataset.abs_path(r)),
+                    "thumb": f"/api/images/{r['id']}/thumb",
+                    "url": f"/api/images/{r['id']}/file",
+                    "group": classes[e.own],
+                    "probability": round(e.p_own, 4),
+                    "detected": classes[e.detected],
+                    "detected_probability": round(e.p_detected, 4),
+                }
+            )
+        return {"items": items, "method": method, "checked": len(rows)}
+
+    def _duplicates(self, p: Predictor, job: Job | None) -> dict[str, Any]:
+        rows = self.dataset.rows_with_status("group") + self.dataset.rows_with_status("new")
+        if len(rows) < 2:
+            return {"pairs": [], "checked": len(rows)}
+        (vecs,) = self._views(p.backbone, rows, [0], job)
+        found: dict[tuple[int, int], dict[str, Any]] = {}
+
+        def add(i: int, j: int, layer: str) -> None:
+            a, b = min(i, j), max(i, j)
+            found.setdefault((a, b), {"layers": []})["layers"].append(layer)
+
+        for i, j in anom.exact_pairs([r["sha256"] for r in rows]):
+            add(i, j, "identical")
+        for i, j, _ in anom.phash_pairs([r["phash"] for r in rows], self.settings.phash_max_bits):
+            add(i, j, "perceptual hash")
+        for i, j, _ in anom.embedding_pairs(vecs, self.settings.max_equal_distance):
+            add(i, j, "embedding")
+        unit = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        pairs = []
+        for (i, j), info in found.items():
+            a, b = rows[i], rows[j]
+            dist = 0.0 if "identical" in info["layers"] else max(0.0, float(1.0 - unit[i] @ unit[j]))
+            pairs.append(
+                {
+                    "distance": round(dist, 6),
+                    "layers": info["layers"],
+                    "cross_group": a["grp"] != b["grp"],
+                    "a": self._brief(a),
+                    "b": self._brief(b),
+                }
+            )
+        pairs.sort(key=lambda x: (not x["cross_group"], x["distance"]))
+        for n, pair in enumerate(pairs, 1):
+            pair["pair"] = n
+        return {"pairs": pairs, "checked": len(rows)}
+
+    def _brief(self, r: Any) -> dict[str, Any]:
+        return {
+            "id": r["id"],
+            "group": r["grp"],
+            "status": r["status"],
+            "path": str(self.dataset.abs_path(r)),
+            "thumb": f"/api/images/{r['id']}/thumb",
+            "url": f"/api/images/{r['id']}/file",
+            "filename": r["filename"],
+        }
+
+    def start_anomaly_job(self, kind: str, method: str | None = None) -> Job:
+        self.require_production()
+        if kind not in ("errors", "duplicates"):
+            raise BadInput("type must be errors or duplicates")
+        return self.jobs.submit(
+            "anomalies",
+            lambda job: _count(self.anomalies(kind, method, job, fresh=True)),
+            message=f"Looking for {kind}",
+        )
+
     def close(self) -> None:
         self.batcher.close()
         self.store.close()
@@ -354,6 +502,10 @@ class Engine:
 def rank(classes: list[str], probs: np.ndarray) -> list[tuple[str, float]]:
     order = np.argsort(-probs, kind="stable")
     return [(classes[i], float(probs[i])) for i in order]
+
+
+def _count(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: (len(v) if isinstance(v, list) else v) for k, v in result.items()}
 
 
 def _summary(record: dict[str, Any]) -> dict[str, Any]:

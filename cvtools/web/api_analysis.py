@@ -150,3 +150,23 @@ def index_status(ctx: Ctx) -> dict[str, Any]:
 @router.post("/api/index", status_code=202, responses=CV_RESPONSES)
 def build_index(ctx: Ctx) -> JSONResponse:
     return JSONResponse({"job": ctx.engine.start_index_job(full=True).id}, status_code=202)
+
+
+@router.get("/api/anomalies", responses=CV_RESPONSES)
+def anomalies(
+    ctx: Ctx,
+    type: Annotated[str, Query(description="errors or duplicates")] = "errors",  # noqa: A002 - API.md's name
+    method: Annotated[str | None, Query(description="cross_validation or production")] = None,
+) -> dict[str, Any]:
+    """The latest anomaly list; computed now when the dataset or the main model changed since."""
+    return ctx.engine.anomalies(type, method)
+
+
+@router.post("/api/anomalies", status_code=202, responses=CV_RESPONSES)
+def calculate_anomalies(
+    ctx: Ctx,
+    type: Annotated[str, Query()] = "errors",  # noqa: A002
+    method: Annotated[str | None, Query()] = None,
+) -> JSONResponse:
+    """Calculate as a background job with progress; then GET returns the list."""
+    return JSONResponse({"job": ctx.engine.start_anomaly_job(type, method).id}, status_code=202)
