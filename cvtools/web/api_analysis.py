@@ -155,7 +155,7 @@ def build_index(ctx: Ctx) -> JSONResponse:
 @router.get("/api/anomalies", responses=CV_RESPONSES)
 def anomalies(
     ctx: Ctx,
-    type: Annotated[str, Query(description="errors or duplicates")] = "errors",  # noqa: A002 - API.md's name
+    type: Annotated[str, Query(description="errors or duplicates")] = "errors",
     method: Annotated[str | None, Query(description="cross_validation or production")] = None,
 ) -> dict[str, Any]:
     """The latest anomaly list; computed now when the dataset or the main model changed since."""
@@ -165,7 +165,7 @@ def anomalies(
 @router.post("/api/anomalies", status_code=202, responses=CV_RESPONSES)
 def calculate_anomalies(
     ctx: Ctx,
-    type: Annotated[str, Query()] = "errors",  # noqa: A002
+    type: Annotated[str, Query()] = "errors",
     method: Annotated[str | None, Query()] = None,
 ) -> JSONResponse:
     """Calculate as a background job with progress; then GET returns the list."""

@@ -21,6 +21,7 @@ PAGES = [
     ("dataset", "/", "Dataset"),
     ("learning", "/learning", "Learning"),
     ("analysis", "/analysis", "Image analysis"),
+    ("anomalies", "/anomalies", "Anomalies"),
 ]
 
 
@@ -47,6 +48,11 @@ def learning_page(request: Request) -> HTMLResponse:
 @router.get("/analysis", response_class=HTMLResponse)
 def analysis_page(request: Request) -> HTMLResponse:
     return render(request, "analysis.html", "analysis")
+
+
+@router.get("/anomalies", response_class=HTMLResponse)
+def anomalies_page(request: Request) -> HTMLResponse:
+    return render(request, "anomalies.html", "anomalies")
 
 
 @router.get("/login", response_class=HTMLResponse)

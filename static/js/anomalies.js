@@ -1,0 +1,122 @@
+// The Anomalies page: Errors (images another group fits better) and Duplicates, with move and delete.
+"use strict";
+
+(() => {
+  const { api, toast, on, el } = CV;
+  const $ = (id) => document.getElementById(id);
+  const state = { type: "errors", data: null, selected: new Set(), job: null, groups: [] };
+
+  async function load() {
+    state.type = $("type").value;
+    try {
+      state.data = await api("GET", `/api/anomalies?type=${state.type}`);
+      $("no-model").hidden = true;
+      render();
+    } catch (e) {
+      if (e.status === 503) { $("no-model").hidden = false; $("list").replaceChildren(); }
+      else toast(e.message, "error");
+    }
+  }
+
+  async function calculate() {
+    try {
+      const r = await api("POST", `/api/anomalies?type=${$("type").value}`);
+      state.job = r.job;
+      $("btn-calc").disabled = true;
+      $("calc-progress").textContent = "Calculating…";
+    } catch (e) {
+      if (e.status === 503) $("no-model").hidden = false; else toast(e.message, "error");
+    }
+  }
+
+  function toggle(id) {
+    if (state.selected.has(id)) state.selected.delete(id); else state.selected.add(id);
+    document.querySelectorAll(`[data-id="${id}"]`).forEach((n) => n.classList.toggle("selected", state.selected.has(id)));
+    updateButtons();
+  }
+
+  function updateButtons() {
+    const n = state.selected.size;
+    $("sel-info").textContent = n ? `${n} selected` : "";
+    $("btn-move").disabled = n === 0 || (state.type === "duplicates" && !$("move-target").value);
+    $("btn-delete").disabled = n === 0;
+    $("move-target").options[0].textContent = state.type === "errors" ? "the detected group" : "choose a group…";
+  }
+
+  function render() {
+    state.selected.clear();
+    const list = $("list");
+    list.className = state.type;
+    if (state.type === "errors") {
+      const items = state.data.items;
+      $("anomaly-note").textContent = items.length
+        ? `${items.length} image(s) fit another group better (checked ${state.data.checked || 0}; ${state.data.method}); worst first. Caption: detected group and probability, then own group.`
+        : (state.data.message || "No errors found.");
+      const lens = items.map((it) => ({ url: it.url, caption: `${it.detected} ${it.detected_probability} / ${it.group} ${it.probability}` }));
+      list.replaceChildren(...items.map((it, i) => el("div", { class: "err-card", "data-id": it.id, onclick: () => toggle(it.id), ondblclick: () => Lens.open(lens, i) },
+        el("img", { src: it.thumb, loading: "lazy", alt: "" }),
+        el("div", { class: "caption" }, el("span", { class: "det", text: `${it.detected} ${it.detected_probability.toFixed(3)}` }),
+          el("span", { text: ` / ${it.group} ${it.probability.toFixed(3)}` })))));
+    } else {
+      const pairs = state.data.pairs;
+      $("anomaly-note").textContent = pairs.length ? `${pairs.length} pair(s); pairs across groups first, then by distance. Selecting an image marks it wherever it appears.`
+        : "No duplicates found.";
+      const lens = pairs.flatMap((p) => [p.a, p.b].map((x) => ({ url: x.url, caption: `pair ${p.pair} · ${x.group} · distance ${p.distance}` })));
+      list.replaceChildren(...pairs.map((p, k) => el("div", { class: `pair ${p.cross_group ? "cross" : ""}` },
+        el("div", { class: "pair-cap" }, el("b", { text: `pair ${p.pair}` }), el("br"), el("span", { text: `distance ${p.distance.toFixed(4)}` }), el("br"),
+          el("span", { class: "muted", text: p.layers.join(", ") })),
+        ...[p.a, p.b].map((x, j) => el("div", { class: "tile", "data-id": x.id, title: x.filename, onclick: () => toggle(x.id), ondblclick: () => Lens.open(lens, 2 * k + j) },
+          el("img", { src: x.thumb, loading: "lazy", alt: "" }), el("span", { class: "tile-name", text: `${x.group}${x.status === "new" ? " (new)" : ""}` }))))));
+    }
+    updateButtons();
+  }
+
+  async function moveSelected() {
+    const ids = [...state.selected];
+    const target = $("move-target").value;
+    try {
+      if (target) {
+        await api("POST", "/api/images/move", { ids, group: target });
+      } else {
+        const byGroup = {};
+        for (const it of state.data.items.filter((x) => state.selected.has(x.id))) (byGroup[it.detected] = byGroup[it.detected] || []).push(it.id);
+        for (const [group, gids] of Object.entries(byGroup)) await api("POST", "/api/images/move", { ids: gids, group });
+      }
+      toast(`${ids.length} image(s) moved`);
+      await load();
+    } catch (e) { toast(e.message, "error"); }
+  }
+
+  async function deleteSelected() {
+    try {
+      const r = await api("POST", "/api/images/status", { ids: [...state.selected], status: "deleted" });
+      toast(`${r.updated} image(s) deleted`);
+      await load();
+    } catch (e) { toast(e.message, "error"); }
+  }
+
+  document.addEventListener("DOMContentLoaded", async () => {
+    $("type").addEventListener("change", load);
+    $("btn-calc").addEventListener("click", calculate);
+    $("btn-move").addEventListener("click", moveSelected);
+    $("btn-delete").addEventListener("click", deleteSelected);
+    $("move-target").addEventListener("change", updateButtons);
+    const groups = (await api("GET", "/api/groups")).groups;
+    $("move-target").append(...groups.map((g) => el("option", { value: g.name, text: g.name })));
+    on("job", (job) => {
+      if (job.kind !== "anomalies" || job.id !== state.job) return;
+      $("calc-progress").textContent = job.progress.message || job.state;
+      if (["done", "failed", "cancelled"].includes(job.state)) {
+        $("btn-calc").disabled = false;
+        state.job = null;
+        if (job.state === "failed") toast(job.error, "error");
+        $("calc-progress").textContent = job.state === "done" ? "" : job.state;
+        load();
+      }
+    });
+    const status = await api("GET", "/api/status");
+    $("no-model").hidden = Boolean(status.model.run);
+    if (status.model.run) load();
+    window.cvAnomalies = state;
+  });
+})();
