@@ -91,8 +91,9 @@ def exact_pairs(shas: list[str]) -> list[tuple[int, int]]:
 
 
 def phash_pairs(hashes: list[str | None], max_bits: int) -> list[tuple[int, int, int]]:
-    """(i, j, Hamming distance) for 64-bit hashes within max_bits, all pairs in blocks."""
-    valid = [i for i, h in enumerate(hashes) if h]
+    """(i, j, Hamming distance) for 64-bit hashes within max_bits, all pairs in blocks.
+    Near-constant hashes (a plain background, almost no edges) say nothing and are left out."""
+    valid = [i for i, h in enumerate(hashes) if h and 8 <= bin(int(h, 16)).count("1") <= 56]
     if len(valid) < 2:
         return []
     vals = np.array([int(hashes[i], 16) for i in valid], dtype=np.uint64)  # type: ignore[arg-type]

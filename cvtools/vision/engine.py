@@ -37,6 +37,8 @@ from .training import (
 
 log = logging.getLogger(__name__)
 
+PHASH_CONFIRM = 1.5
+
 
 class Engine:
     def __init__(
@@ -450,11 +452,15 @@ class Engine:
 
         for i, j in anom.exact_pairs([r["sha256"] for r in rows]):
             add(i, j, "identical")
+        unit = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        # A hash match alone is weak on plain drawings (white backgrounds hash alike): the
+        # embeddings must agree too, within PHASH_CONFIRM times the duplicate distance.
+        loose = PHASH_CONFIRM * self.settings.max_equal_distance
         for i, j, _ in anom.phash_pairs([r["phash"] for r in rows], self.settings.phash_max_bits):
-            add(i, j, "perceptual hash")
+            if 1.0 - float(unit[i] @ unit[j]) <= loose:
+                add(i, j, "perceptual hash")
         for i, j, _ in anom.embedding_pairs(vecs, self.settings.max_equal_distance):
             add(i, j, "embedding")
-        unit = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
         pairs = []
         for (i, j), info in found.items():
             a, b = rows[i], rows[j]

@@ -64,6 +64,17 @@
     if (!$("dlg-index").open && !state.indexJob) $("dlg-index").showModal();
   }
 
+  function indexFinished(job) {
+    if (job.id !== state.indexJob) return;
+    state.indexJob = null;
+    $("index-ok").disabled = false;
+    $("index-bar").hidden = true;
+    if ($("dlg-index").open) $("dlg-index").close();
+    if (job.state === "failed") toast(job.error, "error");
+    refreshIndexInfo();
+    analyze();
+  }
+
   async function createIndex(e) {
     e.preventDefault();
     try {
@@ -71,6 +82,9 @@
       state.indexJob = r.job;
       $("index-bar").hidden = false;
       $("index-ok").disabled = true;
+      // The job may have finished before this answer arrived: its event is then already gone.
+      const job = await api("GET", `/api/jobs/${r.job}`);
+      if (["done", "failed", "cancelled"].includes(job.state)) indexFinished(job);
     } catch (err) { toast(err.message, "error"); $("dlg-index").close(); }
   }
 
@@ -111,15 +125,7 @@
       $("index-bar").max = Math.max(1, job.progress.total);
       $("index-bar").value = job.progress.done;
       $("index-progress").textContent = job.progress.message || job.state;
-      if (["done", "failed", "cancelled"].includes(job.state) && job.id === state.indexJob) {
-        state.indexJob = null;
-        $("index-ok").disabled = false;
-        $("index-bar").hidden = true;
-        if ($("dlg-index").open) $("dlg-index").close();
-        if (job.state === "failed") toast(job.error, "error");
-        refreshIndexInfo();
-        analyze();
-      }
+      if (["done", "failed", "cancelled"].includes(job.state)) indexFinished(job);
     });
     refreshIndexInfo().catch(() => {});
     api("GET", "/api/status").then((s) => { $("no-model").hidden = Boolean(s.model.run); }).catch(() => {});

@@ -24,9 +24,20 @@
       state.job = r.job;
       $("btn-calc").disabled = true;
       $("calc-progress").textContent = "Calculating…";
+      const job = await api("GET", `/api/jobs/${r.job}`);  // it may have ended before this answer came
+      if (["done", "failed", "cancelled"].includes(job.state)) calcFinished(job);
     } catch (e) {
       if (e.status === 503) $("no-model").hidden = false; else toast(e.message, "error");
     }
+  }
+
+  function calcFinished(job) {
+    if (job.id !== state.job) return;
+    $("btn-calc").disabled = false;
+    state.job = null;
+    if (job.state === "failed") toast(job.error, "error");
+    $("calc-progress").textContent = job.state === "done" ? "" : job.state;
+    load();
   }
 
   function toggle(id) {
@@ -106,13 +117,7 @@
     on("job", (job) => {
       if (job.kind !== "anomalies" || job.id !== state.job) return;
       $("calc-progress").textContent = job.progress.message || job.state;
-      if (["done", "failed", "cancelled"].includes(job.state)) {
-        $("btn-calc").disabled = false;
-        state.job = null;
-        if (job.state === "failed") toast(job.error, "error");
-        $("calc-progress").textContent = job.state === "done" ? "" : job.state;
-        load();
-      }
+      if (["done", "failed", "cancelled"].includes(job.state)) calcFinished(job);
     });
     const status = await api("GET", "/api/status");
     $("no-model").hidden = Boolean(status.model.run);
