@@ -6,10 +6,14 @@
   const $ = (id) => document.getElementById(id);
   const state = { type: "errors", data: null, selected: new Set(), job: null, groups: [] };
 
+  let loads = 0;
   async function load() {
     state.type = $("type").value;
+    const mine = ++loads;
     try {
-      state.data = await api("GET", `/api/anomalies?type=${state.type}`);
+      const data = await api("GET", `/api/anomalies?type=${state.type}`);
+      if (mine !== loads) return; // a newer load is under way; its answer wins
+      state.data = data;
       $("no-model").hidden = true;
       render();
     } catch (e) {
@@ -55,7 +59,9 @@
   }
 
   function render() {
-    state.selected.clear();
+    const present = new Set(state.type === "errors" ? state.data.items.map((x) => x.id)
+      : state.data.pairs.flatMap((p) => [p.a.id, p.b.id]));
+    for (const id of [...state.selected]) if (!present.has(id)) state.selected.delete(id);
     const list = $("list");
     list.className = state.type;
     if (state.type === "errors") {
@@ -64,7 +70,7 @@
         ? `${items.length} image(s) fit another group better (checked ${state.data.checked || 0}; ${state.data.method}); worst first. Caption: detected group and probability, then own group.`
         : (state.data.message || "No errors found.");
       const lens = items.map((it) => ({ url: it.url, caption: `${it.detected} ${it.detected_probability} / ${it.group} ${it.probability}` }));
-      list.replaceChildren(...items.map((it, i) => el("div", { class: "err-card", "data-id": it.id, onclick: () => toggle(it.id), ondblclick: () => Lens.open(lens, i) },
+      list.replaceChildren(...items.map((it, i) => el("div", { class: `err-card${state.selected.has(it.id) ? " selected" : ""}`, "data-id": it.id, onclick: () => toggle(it.id), ondblclick: () => Lens.open(lens, i) },
         el("img", { src: it.thumb, loading: "lazy", alt: "" }),
         el("div", { class: "caption" }, el("span", { class: "det", text: `${it.detected} ${it.detected_probability.toFixed(3)}` }),
           el("span", { text: ` / ${it.group} ${it.probability.toFixed(3)}` })))));
@@ -76,7 +82,7 @@
       list.replaceChildren(...pairs.map((p, k) => el("div", { class: `pair ${p.cross_group ? "cross" : ""}` },
         el("div", { class: "pair-cap" }, el("b", { text: `pair ${p.pair}` }), el("br"), el("span", { text: `distance ${p.distance.toFixed(4)}` }), el("br"),
           el("span", { class: "muted", text: p.layers.join(", ") })),
-        ...[p.a, p.b].map((x, j) => el("div", { class: "tile", "data-id": x.id, title: x.filename, onclick: () => toggle(x.id), ondblclick: () => Lens.open(lens, 2 * k + j) },
+        ...[p.a, p.b].map((x, j) => el("div", { class: `tile${state.selected.has(x.id) ? " selected" : ""}`, "data-id": x.id, title: x.filename, onclick: () => toggle(x.id), ondblclick: () => Lens.open(lens, 2 * k + j) },
           el("img", { src: x.thumb, loading: "lazy", alt: "" }), el("span", { class: "tile-name", text: `${x.group}${x.status === "new" ? " (new)" : ""}` }))))));
     }
     updateButtons();
@@ -107,7 +113,7 @@
   }
 
   document.addEventListener("DOMContentLoaded", async () => {
-    $("type").addEventListener("change", load);
+    $("type").addEventListener("change", () => { state.selected.clear(); load(); });
     $("btn-calc").addEventListener("click", calculate);
     $("btn-move").addEventListener("click", moveSelected);
     $("btn-delete").addEventListener("click", deleteSelected);
