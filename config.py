@@ -66,3 +66,28 @@ anomaly_folds = 5
 
 # Two images whose perceptual hashes differ in at most this many of 64 bits are duplicates.
 phash_max_bits = 6
+
+# ---- Extend images (the grabber) ----
+# Search pages used by the providers "google", "bing", "duckduckgo" and "openverse".
+# Scraping a search engine may break its terms and can stop working at any time; the keyed
+# official APIs below are the dependable route.
+grab_google_url = "https://www.google.com/wml/search"
+grab_bing_url = "https://www.bing.com/images/async"
+grab_duckduckgo_url = "https://duckduckgo.com/"
+grab_openverse_url = "https://api.openverse.org/v1/images/"
+
+# Google Custom Search JSON API (provider "google_cse"): an API key and a search engine id (cx).
+grab_google_cse_url = "https://www.googleapis.com/customsearch/v1"
+google_cse_key = ""
+google_cse_cx = ""
+
+# Brave Image Search API (provider "brave"): a subscription token.
+grab_brave_url = "https://api.search.brave.com/res/v1/images/search"
+brave_api_key = ""
+
+# Parallel downloads, at most grab_per_host at once from one site.
+grab_workers = 12
+grab_per_host = 2
+
+# Images smaller than this many pixels on their shorter side are not taken.
+grab_min_side = 50

@@ -40,6 +40,18 @@ class Settings(BaseSettings):
     anomaly_method: Literal["cross_validation", "production"] = "cross_validation"
     anomaly_folds: int = 5
     phash_max_bits: int = 6
+    grab_google_url: str = "https://www.google.com/wml/search"
+    grab_bing_url: str = "https://www.bing.com/images/async"
+    grab_duckduckgo_url: str = "https://duckduckgo.com/"
+    grab_openverse_url: str = "https://api.openverse.org/v1/images/"
+    grab_google_cse_url: str = "https://www.googleapis.com/customsearch/v1"
+    google_cse_key: str = ""
+    google_cse_cx: str = ""
+    grab_brave_url: str = "https://api.search.brave.com/res/v1/images/search"
+    brave_api_key: str = ""
+    grab_workers: int = 12
+    grab_per_host: int = 2
+    grab_min_side: int = 50
 
     @field_validator("test_size")
     @classmethod
@@ -74,6 +86,34 @@ class Settings(BaseSettings):
     def _phash(cls, v: int) -> int:
         if not 0 <= v <= 32:
             raise ValueError("phash_max_bits must be between 0 and 32")
+        return v
+
+    @field_validator("grab_workers", "grab_per_host")
+    @classmethod
+    def _workers(cls, v: int, info: Any) -> int:
+        if not 1 <= v <= 64:
+            raise ValueError(f"{info.field_name} must be between 1 and 64")
+        return v
+
+    @field_validator("grab_min_side")
+    @classmethod
+    def _min_side(cls, v: int) -> int:
+        if not 1 <= v <= 4096:
+            raise ValueError("grab_min_side must be between 1 and 4096")
+        return v
+
+    @field_validator(
+        "grab_google_url",
+        "grab_bing_url",
+        "grab_duckduckgo_url",
+        "grab_openverse_url",
+        "grab_google_cse_url",
+        "grab_brave_url",
+    )
+    @classmethod
+    def _url(cls, v: str, info: Any) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"{info.field_name} must be an http(s) URL")
         return v
 
     @field_validator("port")

@@ -6,7 +6,7 @@ import shutil
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 
 from ..dataset import Incoming
@@ -155,3 +155,37 @@ def image_thumb(image_id: str, ctx: Ctx) -> FileResponse:
         media_type="image/jpeg",
         headers={"Cache-Control": "private, max-age=86400, immutable"},
     )
+
+
+class GrabRequest(BaseModel):
+    query: str
+    count: int = 100
+    provider: str | None = None
+
+
+@router.post("/groups/{group:path}/grab", status_code=202, responses=ERRORS)
+def grab(group: str, body: GrabRequest, ctx: Ctx) -> JSONResponse:
+    """Extend images: search the web for `query` and download up to `count` images as New."""
+    from ..grabber.grab import Grabber, chain
+
+    group = ctx.dataset.require_group(group)
+    query = body.query.strip()
+    if not query or len(query) > 300:
+        raise BadInput("query must be 1 to 300 characters")
+    if not 1 <= body.count <= 100:
+        raise BadInput("count must be between 1 and 100")
+    chain(ctx.settings, body.provider)  # 400 for an unknown provider, before the job starts
+    grabber = Grabber(ctx.dataset, ctx.settings)
+    job = ctx.jobs.submit(
+        "grab",
+        lambda job: grabber.run(group, query, body.count, body.provider, job),
+        message=f"Searching for {query!r}",
+    )
+    return JSONResponse({"job": job.id}, status_code=202)
+
+
+@router.get("/grab/providers")
+def grab_providers(ctx: Ctx) -> dict[str, Any]:
+    from ..grabber.grab import providers
+
+    return {"providers": ["auto", *providers(ctx.settings)], "default": "auto"}

@@ -155,6 +155,7 @@
     $("btn-delete-images").hidden = state.status === "deleted";
     $("btn-invert").disabled = state.images.length === 0;
     $("btn-upload").disabled = !state.group;
+    $("btn-extend").disabled = !state.group;
   }
 
   function invertSelection() {
@@ -257,6 +258,50 @@
     } catch (e) { toast(e.message, "error"); }
   }
 
+  // ---- extend images (the grabber) -----------------------------------------------------
+  const grabs = new Map(); // job id -> group
+  async function openExtend() {
+    if (!state.group) return;
+    $("extend-query").value = state.group.split("/").pop();
+    $("extend-error").textContent = "";
+    if (!$("extend-provider").options.length) {
+      const p = await api("GET", "/api/grab/providers");
+      $("extend-provider").replaceChildren(...p.providers.map((n) => el("option", { value: n, text: n })));
+    }
+    $("dlg-extend").showModal();
+  }
+
+  async function startExtend(e) {
+    e.preventDefault();
+    const group = state.group;
+    try {
+      const r = await api("POST", `/api/groups/${encodeGroup(group)}/grab`, {
+        query: $("extend-query").value, count: Number($("extend-count").value), provider: $("extend-provider").value,
+      });
+      grabs.set(r.job, group);
+      $("dlg-extend").close();
+      toast(`Searching the web for "${$("extend-query").value}"…`);
+      const job = await api("GET", `/api/jobs/${r.job}`); // it may have ended before this answer came
+      if (["done", "failed", "cancelled"].includes(job.state)) grabFinished(job);
+    } catch (err) {
+      $("extend-error").textContent = err.message;
+    }
+  }
+
+  function grabFinished(job) {
+    const group = grabs.get(job.id);
+    if (group === undefined) return;
+    grabs.delete(job.id);
+    if (job.state === "done") {
+      const skipped = Object.values(job.result.skipped || {}).reduce((a, b) => a + b, 0);
+      toast(`${job.result.added} new image(s) for ${group}${skipped ? `, ${skipped} skipped` : ""}`);
+      if (state.group !== group) selectGroup(group);
+      setStatus("new");
+    } else {
+      toast(job.state === "cancelled" ? "Extend images cancelled" : `Extend images failed: ${job.error}`, "error");
+    }
+  }
+
   // ---- wiring --------------------------------------------------------------------------
   function wire() {
     document.querySelectorAll(".status-switch button").forEach((b) => b.addEventListener("click", () => setStatus(b.dataset.status)));
@@ -275,6 +320,13 @@
     });
     $("dlg-move-ok").addEventListener("click", (e) => { e.preventDefault(); $("dlg-move").close(); moveSelected(); });
     $("btn-upload").addEventListener("click", () => $("file-input").click());
+    $("btn-extend").addEventListener("click", openExtend);
+    $("extend-ok").addEventListener("click", startExtend);
+    on("job", (job) => {
+      if (job.kind !== "grab" || !grabs.has(job.id)) return;
+      if (job.state === "running") toast(job.progress.message);
+      if (["done", "failed", "cancelled"].includes(job.state)) grabFinished(job);
+    });
     $("file-input").addEventListener("change", (e) => { upload(e.target.files); e.target.value = ""; });
     const grid = $("grid");
     grid.addEventListener("dragover", (e) => { e.preventDefault(); grid.classList.add("drop"); });

@@ -1,0 +1,224 @@
+"""The grab job: search providers in turn, download in parallel, never offer an image twice."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import numpy as np
+
+from .. import imaging, netfetch
+from ..dataset import Dataset, Incoming
+from ..errors import BadInput, CVError, Forbidden, NotAnImage, TooLarge
+from ..jobs import Job
+from ..settings import Settings
+from .base import Blocked, Candidate, Provider
+from .bing import Bing
+from .duckduckgo import DuckDuckGo
+from .google import Google
+from .keyed import Brave, GoogleCSE
+from .openverse import Openverse
+
+log = logging.getLogger(__name__)
+
+AUTO_CHAIN = ("google", "bing", "duckduckgo")
+MAX_PAGES = 30  # per provider and grab
+MAX_ATTEMPTS_PER_IMAGE = 8  # downloads tried per image asked for, before giving up
+
+
+def providers(settings: Settings) -> dict[str, Provider]:
+    """The providers available with this configuration (keyed ones only with their keys)."""
+    out: dict[str, Provider] = {
+        "google": Google(settings.grab_google_url),
+        "bing": Bing(settings.grab_bing_url),
+        "duckduckgo": DuckDuckGo(settings.grab_duckduckgo_url),
+        "openverse": Openverse(settings.grab_openverse_url),
+    }
+    if settings.google_cse_key and settings.google_cse_cx:
+        out["google_cse"] = GoogleCSE(settings.grab_google_cse_url, settings.google_cse_key, settings.google_cse_cx)
+    if settings.brave_api_key:
+        out["brave"] = Brave(settings.grab_brave_url, settings.brave_api_key)
+    return out
+
+
+def chain(settings: Settings, provider: str | None) -> list[Provider]:
+    available = providers(settings)
+    if provider in (None, "", "auto"):
+        keyed = [available[k] for k in ("google_cse", "brave") if k in available]
+        return keyed + [available[k] for k in AUTO_CHAIN]
+    if provider not in available:
+        known = ["auto", *available]
+        hint = " (its API key is not configured)" if provider in ("google_cse", "brave") else ""
+        raise BadInput(f"unknown provider {provider!r}{hint}; use one of {', '.join(known)}")
+    return [available[provider]]
+
+
+def normalise_url(url: str) -> str:
+    """Scheme and host in lower case, default port and fragment dropped: one spelling per image URL."""
+    try:
+        p = urlsplit(url.strip())
+        host = (p.hostname or "").lower()
+        port = p.port
+    except ValueError:
+        return url.strip()
+    if port and not ((p.scheme == "http" and port == 80) or (p.scheme == "https" and port == 443)):
+        host = f"{host}:{port}"
+    return urlunsplit((p.scheme.lower(), host, p.path or "/", p.query, ""))
+
+
+def _candidates(
+    client: httpx.Client, chain_: list[Provider], query: str, skipped: Counter[str], cancelled: Any
+) -> Iterator[Candidate]:
+    """Candidates from each provider in turn; a provider that is blocked, empty or repeats itself ends."""
+    seen: set[str] = set()
+    for prov in chain_:
+        cursor: Any = None
+        for _ in range(MAX_PAGES):
+            if cancelled():
+                return
+            try:
+                page, cursor = prov.search(client, query, cursor)
+            except Blocked as exc:
+                log.info("grab: %s blocked: %s", prov.name, exc)
+                skipped[f"{prov.name} blocked"] += 1
+                break
+            fresh = [c for c in page if normalise_url(c.url) not in seen]
+            if not fresh:
+                break  # nothing new: the engine repeats its last page
+            for c in fresh:
+                seen.add(normalise_url(c.url))
+                yield c
+            if cursor is None:
+                break
+
+
+class Grabber:
+    def __init__(self, dataset: Dataset, settings: Settings) -> None:
+        self.dataset = dataset
+        self.settings = settings
+        self.policy = netfetch.UrlPolicy(
+            allow_private=settings.allow_private_urls, max_bytes=min(settings.max_upload_bytes, 50 * 1024 * 1024)
+        )
+
+    def _known(self) -> tuple[set[str], np.ndarray]:
+        rows = self.dataset.catalog.all("SELECT source, phash FROM seen UNION ALL SELECT source, phash FROM images")
+        sources = {normalise_url(r["source"]) for r in rows if r["source"]}
+        hashes = np.array([int(r["phash"], 16) for r in rows if r["phash"]], dtype=np.uint64)
+        return sources, hashes
+
+    def _download(self, cand: Candidate, limits: dict[str, threading.Semaphore], lock: threading.Lock) -> bytes:
+        host = urlsplit(cand.url).netloc.lower()
+        with lock:
+            sem = limits.setdefault(host, threading.Semaphore(self.settings.grab_per_host))
+        with sem:
+            return netfetch.fetch_url(cand.url, self.policy)[0]
+
+    def run(self, group: str, query: str, count: int, provider: str | None, job: Job) -> dict[str, Any]:
+        group = self.dataset.require_group(group)
+        chain_ = chain(self.settings, provider)
+        skipped: Counter[str] = Counter()
+        sources, hashes = self._known()
+        batch_hashes: list[int] = []
+        batch_shas: set[str] = set()
+        added = 0
+        attempts = 0
+        accept_lock = threading.Lock()
+        host_lock = threading.Lock()
+        limits: dict[str, threading.Semaphore] = {}
+        job.progress(0, count, f"Downloaded 0 of {count}")
+
+        def similar(h: int) -> bool:
+            pool = np.concatenate([hashes, np.array(batch_hashes, dtype=np.uint64)]) if batch_hashes else hashes
+            return bool(pool.size) and int(np.bitwise_count(pool ^ np.uint64(h)).min()) <= self.settings.phash_max_bits
+
+        def accept(cand: Candidate, data: bytes) -> str | None:
+            """None when taken in, else the skip reason."""
+            nonlocal added
+            try:
+                info = imaging.check_image(data, max_pixels=self.settings.max_image_pixels)
+            except imaging.ImageRejected as exc:
+                return "too large" if exc.too_large else "corrupt or not an image"
+            if min(info.width, info.height) < self.settings.grab_min_side:
+                return "too small"
+            sha = hashlib.sha256(data).hexdigest()
+            with accept_lock:
+                if added >= count:
+                    return "not needed"
+                if sha in batch_shas or self.dataset.known_sha(sha):
+                    return "duplicate (same bytes)"
+                if similar(int(info.phash, 16)):
+                    return "duplicate (similar image)"
+                tmp = self.dataset.new_tmp_path()
+                tmp.write_bytes(data)
+                name = PurePosixPath(urlsplit(cand.url).path).name or f"grab-{added + 1}"
+                result = self.dataset.add_images(group, [Incoming(name=name, path=tmp, source=cand.url)], status="new")
+                if not result.added:
+                    return result.skipped[0]["reason"] if result.skipped else "not added"
+                batch_shas.add(sha)
+                batch_hashes.append(int(info.phash, 16))
+                added += 1
+                job.progress(added, count, f"Downloaded {added} of {count}")
+                return None
+
+        def work(cand: Candidate) -> str | None:
+            try:
+                data = self._download(cand, limits, host_lock)
+            except Forbidden:
+                return "refused address"
+            except TooLarge:
+                return "too large"
+            except NotAnImage:
+                return "not an image"
+            except CVError:
+                return "download failed"
+            return accept(cand, data)
+
+        with (
+            httpx.Client(trust_env=False) as client,
+            ThreadPoolExecutor(self.settings.grab_workers, thread_name_prefix="grab") as pool,
+        ):
+            pending: set[Future[str | None]] = set()
+            source = _candidates(client, chain_, query, skipped, lambda: job.cancelled)
+            exhausted = False
+            while True:
+                # Keep enough downloads in flight to reach the count despite the ones that fail.
+                want = min(self.settings.grab_workers * 2, max(0, (count - added) * 2))
+                while (
+                    not exhausted
+                    and not job.cancelled
+                    and len(pending) < want
+                    and attempts < count * MAX_ATTEMPTS_PER_IMAGE
+                ):
+                    cand = next(source, None)
+                    if cand is None:
+                        exhausted = True
+                        break
+                    if normalise_url(cand.url) in sources:
+                        skipped["already seen (URL)"] += 1
+                        continue
+                    sources.add(normalise_url(cand.url))
+                    attempts += 1
+                    pending.add(pool.submit(work, cand))
+                if not pending:
+                    break
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    reason = fut.result()
+                    if reason and reason != "not needed":
+                        skipped[reason] += 1
+                if added >= count or job.cancelled:
+                    for fut in pending:
+                        fut.cancel()
+                    wait(pending)
+                    break
+        if added < count and not job.cancelled:
+            job.progress(added, count, f"Downloaded {added} of {count}; the providers have no more new images")
+        return {"added": added, "skipped": dict(skipped), "query": query, "group": group}
