@@ -117,7 +117,7 @@ def fetch_url(url: str, policy: UrlPolicy) -> tuple[bytes, str]:
                     if length and length.isdigit() and int(length) > policy.max_bytes:
                         raise TooLarge(f"the image is larger than {policy.max_bytes // (1024 * 1024)} MB")
                     chunks, total = [], 0
-                    for chunk in resp.iter_bytes(65536):
+                    for chunk in resp.iter_bytes():  # as it arrives: a slow drip meets the deadline
                         total += len(chunk)
                         if total > policy.max_bytes:
                             raise TooLarge(f"the image is larger than {policy.max_bytes // (1024 * 1024)} MB")

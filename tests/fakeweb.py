@@ -86,7 +86,7 @@ class FakeWeb:
             h.send_response(200)
             h.send_header("Content-Type", "image/png")
             h.end_headers()
-            for _ in range(100000):
+            for _ in range(1000):  # 64 MB, far over any cap in the tests
                 h.wfile.write(chunk)
 
         self.routes[path] = route

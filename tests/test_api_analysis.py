@@ -60,7 +60,7 @@ def outside(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def trained(tiny_settings: Settings) -> Iterator[TestClient]:
-    s = tiny_settings.model_copy(update={"allow_private_urls": True})
+    s = tiny_settings.model_copy(update={"allow_private_urls": True, "max_upload_mb": 20})
     with TestClient(create_app(s)) as c:
         wait_jobs(c)
         fill_classes(c, per_class=8)

@@ -229,7 +229,7 @@ def test_misbehaving_hosts_and_duplicates(grab_client: TestClient, web: FakeWeb,
     assert sk["too small"] == 1
     assert sk["download failed"] == 2  # the 404 and the slow drip
     new = grab_client.get("/api/groups/cats/images?status=new").json()["images"]
-    assert [i["source"] for i in new] == [f"{web.url}/good.png"]
+    assert len(new) == 1 and new[0]["source"] in (f"{web.url}/good.png", f"{web.url}/same-bytes.png")
     assert list((grab_client.app.state.ctx.settings.state_dir / "tmp").iterdir()) == []  # type: ignore[attr-defined]
 
 
