@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     similarity_space: Literal["features", "logits"] = "features"
     train_mode: Literal["auto", "head", "finetune"] = "auto"
     preload_model: bool = True
+    inference_runtime: Literal["auto", "onnxruntime", "torch"] = "auto"
     anomaly_method: Literal["cross_validation", "production"] = "cross_validation"
     anomaly_folds: int = 5
     phash_max_bits: int = 6

@@ -32,8 +32,16 @@ class Backbone:
     message: str = ""
     fingerprint: str = ""
     config: dict[str, Any] = field(default_factory=dict)
+    runtime: Any = None  # an ONNX Runtime model of features_torch, when exported and checked
+    runtime_note: str = "PyTorch"
 
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Pooled features: ONNX Runtime when available, else PyTorch."""
+        if self.runtime is not None:
+            return self.runtime(pixel_values)  # type: ignore[no-any-return]
+        return self.features_torch(pixel_values)
+
+    def features_torch(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if self.kind == "hf":
             out = self.model.base_model(pixel_values)  # type: ignore[operator]
             pooled = getattr(out, "pooler_output", None)

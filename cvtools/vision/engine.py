@@ -22,6 +22,7 @@ from .backbone import Backbone, load_backbone
 from .batcher import Batcher
 from .embeddings import EmbeddingStore, Item
 from .index import SimilarityIndex
+from .onnx_runtime import accelerate
 from .predictor import Predictor, load_predictor
 from .registry import Registry
 from .training import (
@@ -70,8 +71,19 @@ class Engine:
         if self._backbone is None:
             with self._load_lock:
                 if self._backbone is None:
-                    self._backbone = load_backbone(self.settings.neuronet)
+                    self._backbone = self._accelerate(load_backbone(self.settings.neuronet))
         return self._backbone
+
+    def _accelerate(self, bb: Backbone) -> Backbone:
+        """Put the frozen feature extractor on ONNX Runtime when configured and in parity."""
+        if self.settings.inference_runtime == "torch" or bb.runtime is not None:
+            return bb
+        path = self.settings.state_dir / "onnx" / f"{bb.fingerprint}.onnx"
+        runtime, note = accelerate(bb.features_torch, bb.model, bb.preprocess.size, path)
+        bb.runtime, bb.runtime_note = runtime, note
+        if runtime is None:
+            log.warning("inference runtime: %s", note)
+        return bb
 
     def production(self) -> Predictor | None:
         if not self._production_loaded:
@@ -88,6 +100,7 @@ class Engine:
         try:
             base = self._backbone
             self._production = load_predictor(self.registry.run_dir(run), base)
+            self._accelerate(self._production.backbone)
             self.production_error = None
         except Exception as exc:
             log.warning("production model %s cannot be loaded: %s", run, exc)
@@ -103,6 +116,7 @@ class Engine:
     def status(self) -> dict[str, Any]:
         bb = self._backbone
         prod = self._production
+        active = prod.backbone if prod else bb
         message = bb.message if bb else ""
         if self.production_error:
             message = (message + " " + self.production_error).strip()
@@ -116,6 +130,8 @@ class Engine:
             "loaded": bb is not None,
             "message": message,
             "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "runtime": None if active is None else ("onnxruntime" if active.runtime is not None else "torch"),
+            "runtime_note": active.runtime_note if active else "",
         }
 
     # ---- classification -----------------------------------------------------------------
@@ -340,6 +356,7 @@ class Engine:
         base = self.backbone() if record.get("mode") == "head" else None
         try:
             predictor = load_predictor(self.registry.run_dir(run), base)
+            self._accelerate(predictor.backbone)
         except NotFound:
             raise
         except Exception as exc:
@@ -498,6 +515,50 @@ class Engine:
             "anomalies",
             lambda job: _count(self.anomalies(kind, method, job, fresh=True)),
             message=f"Looking for {kind}",
+        )
+
+    # ---- export ---------------------------------------------------------------------------
+    def export_onnx(self, run: str) -> Any:
+        """One .onnx file computing probabilities from a normalised batch (cached in the run folder)."""
+        from torch.nn import functional as F
+
+        from .onnx_runtime import _Features, export_classifier, prepare_for_export
+
+        record = self.registry.get(run)
+        if record.get("state") != "done":
+            raise BadInput(f"run {run} is {record.get('state')}; only a finished run can be exported")
+        path = self.registry.run_dir(run) / "model.onnx"
+        if path.is_file():
+            return path
+        p = self._production if self._production and self._production.run == run else None
+        if p is None:
+            p = load_predictor(self.registry.run_dir(run), self._backbone if record["mode"] == "head" else None)
+        prepare_for_export(p.backbone.model)
+        if p.head is not None:
+            prepare_for_export(p.head)
+
+        def probabilities(x: torch.Tensor) -> torch.Tensor:
+            probs = F.softmax(p.logits_from_features(p.backbone.features_torch(x)), dim=1)
+            if p.tta_flip:  # the same mirror-image averaging as the engine's own answers
+                flipped = F.softmax(p.logits_from_features(p.backbone.features_torch(torch.flip(x, dims=[3]))), dim=1)
+                probs = (probs + flipped) / 2
+            return probs
+
+        pre = p.preprocess
+        return export_classifier(
+            _Features(probabilities),
+            path,
+            size=pre.size,
+            classes=p.classes,
+            run=run,
+            preprocess={
+                "size": pre.size,
+                "crop_pct": pre.crop_pct,
+                "mean": list(pre.mean),
+                "std": list(pre.std),
+                "resize": "shorter side to size / crop_pct, bicubic",
+                "crop": "centre",
+            },
         )
 
     def close(self) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 
-from ..errors import NotFound
+from ..errors import BadInput, NotFound
 from .api_dataset import ERRORS
 from .app import AppContext, get_ctx
 
@@ -59,6 +59,15 @@ def promote(body: PromoteRequest, ctx: Ctx) -> dict[str, Any]:
 @router.get("/models")
 def models(ctx: Ctx) -> dict[str, Any]:
     return ctx.engine.models()
+
+
+@router.get("/models/{run}/export", responses=ERRORS, response_class=FileResponse)
+def export_model(run: str, ctx: Ctx, format: str = "onnx") -> FileResponse:
+    """The model as one ONNX file: normalised 224-px batch -> probabilities; classes in its metadata."""
+    if format != "onnx":
+        raise BadInput("format must be onnx")
+    path = ctx.engine.export_onnx(run)
+    return FileResponse(path, media_type="application/octet-stream", filename=f"cvtools-{run}.onnx")
 
 
 @router.get("/models/{run}", responses=ERRORS)
