@@ -1,0 +1,109 @@
+"""Dataset benchmark: start-up time to the first answer, a 5,000-image group, status changes.
+
+python -m benchmarks.dataset_bench [--images 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from cvtools.settings import PROJECT_ROOT
+
+from .common import cpu_note
+from .serve_bench import free_port
+
+
+def start(dataset: Path) -> tuple[subprocess.Popen, str, float]:
+    port = free_port()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "run.py"), "--dataset", str(dataset), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "CVTOOLS_PRELOAD_MODEL": "false"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        try:
+            if httpx.get(url + "/api/status", timeout=1).status_code == 200:
+                return proc, url, time.perf_counter() - t0
+        except httpx.HTTPError:
+            time.sleep(0.01)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=5000)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="cvtools-ds-"))
+    dataset = work / "dataset"
+    proc, url, empty_start = start(dataset)
+    httpx.post(url + "/api/groups", json={"name": "big"})
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    for start_i in range(0, args.images, 250):
+        files = []
+        for i in range(start_i, min(args.images, start_i + 250)):
+            out = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(out, "PNG")
+            files.append(("files", (f"img{i}.png", out.getvalue(), "image/png")))
+        httpx.post(url + "/api/groups/big/images", files=files, timeout=300).raise_for_status()
+    upload_s = time.perf_counter() - t0
+    with httpx.Client(timeout=60) as c:
+        c.get(url + "/api/groups/big/images?limit=200")
+        t0 = time.perf_counter()
+        first = c.get(url + "/api/groups/big/images?limit=200").json()
+        first_page_ms = (time.perf_counter() - t0) * 1000
+        t0 = time.perf_counter()
+        n = 0
+        for offset in range(0, args.images, 1000):
+            n += len(c.get(url + f"/api/groups/big/images?offset={offset}&limit=1000").json()["images"])
+        all_ms = (time.perf_counter() - t0) * 1000
+        ids = [
+            i["id"]
+            for off in range(0, 500, 250)
+            for i in c.get(url + f"/api/groups/big/images?offset={off}&limit=250").json()["images"]
+        ]
+        t0 = time.perf_counter()
+        c.post(url + "/api/images/status", json={"ids": ids, "status": "new"}).raise_for_status()
+        status_ms = (time.perf_counter() - t0) * 1000
+    proc.terminate()
+    proc.wait(10)
+    proc, url, full_start = start(dataset)
+    proc.terminate()
+    proc.wait(10)
+    print(f"# {cpu_note()}")
+    print(
+        json.dumps(
+            {
+                "startup_to_first_answer_s": {
+                    "empty_dataset": round(empty_start, 2),
+                    f"{args.images}_images": round(full_start, 2),
+                },
+                "upload_s": round(upload_s, 1),
+                "upload_img_s": round(args.images / upload_s, 1),
+                "list_first_page_200_ms": round(first_page_ms, 1),
+                "total": first["total"],
+                "list_all_in_pages_of_1000_ms": round(all_ms, 1),
+                "listed": n,
+                "status_change_500_images_ms": round(status_ms, 1),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
