@@ -120,7 +120,26 @@ def upload_images(
             item.path.unlink(missing_ok=True)
         raise
     result = ctx.dataset.add_images(group, items, status=status)
+    if len(result.added) > THUMBS_IN_BACKGROUND:
+        ids = [a["id"] for a in result.added]
+        ctx.jobs.submit("thumbs", lambda job: _build_thumbs(ctx, ids, job), message="Making thumbnails")
     return {"added": result.added, "skipped": result.skipped}
+
+
+THUMBS_IN_BACKGROUND = 20  # a larger import gets its thumbnails made by a job, not by the first page view
+
+
+def _build_thumbs(ctx: AppContext, ids: list[str], job: Any) -> dict[str, int]:
+    made = 0
+    for n, image_id in enumerate(ids):
+        job.check()
+        try:
+            ctx.dataset.thumb_path(image_id)
+            made += 1
+        except Exception:  # moved or deleted meanwhile, or unreadable: the page shows it on demand
+            pass
+        job.progress(n + 1, len(ids), f"Thumbnails: {n + 1} of {len(ids)}")
+    return {"thumbnails": made}
 
 
 @router.post("/images/status", responses=ERRORS)
