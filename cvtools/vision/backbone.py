@@ -53,8 +53,11 @@ class Backbone:
         return torch.flatten(net._avg_pooling(x), 1)  # type: ignore[operator]
 
 
+PREPROCESS_VERSION = "pre2"  # part of every fingerprint: cached embeddings follow preprocessing changes
+
+
 def _fingerprint(name: str, model: nn.Module) -> str:
-    h = hashlib.sha256(name.encode())
+    h = hashlib.sha256(f"{name}|{PREPROCESS_VERSION}".encode())
     for key, tensor in sorted(model.state_dict().items()):
         h.update(key.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
