@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -91,6 +92,42 @@ class Timer:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.t0
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(
+    dataset: Path, env: dict[str, str] | None = None, run: str | None = None
+) -> tuple[subprocess.Popen, str, float]:
+    """`python run.py` in a subprocess; returns when it answers (and serves `run`, when given)."""
+    import httpx
+
+    port = free_port()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "run.py"), "--dataset", str(dataset), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            status = httpx.get(url + "/api/status", timeout=1).json()
+            if run is None or status["model"]["run"] == run:
+                return proc, url, time.perf_counter() - t0
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        time.sleep(0.01)
+    proc.kill()
+    raise RuntimeError("the server did not start")
 
 
 def cpu_note() -> str:

@@ -8,9 +8,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,28 +17,11 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from cvtools.settings import PROJECT_ROOT
-
-from .common import cpu_note
-from .serve_bench import free_port
+from .common import cpu_note, start_server
 
 
 def start(dataset: Path) -> tuple[subprocess.Popen, str, float]:
-    port = free_port()
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, str(PROJECT_ROOT / "run.py"), "--dataset", str(dataset), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "CVTOOLS_PRELOAD_MODEL": "false"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    while True:
-        try:
-            if httpx.get(url + "/api/status", timeout=1).status_code == 200:
-                return proc, url, time.perf_counter() - t0
-        except httpx.HTTPError:
-            time.sleep(0.01)
+    return start_server(dataset, {"CVTOOLS_PRELOAD_MODEL": "false"})
 
 
 def main() -> None:

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -26,13 +23,22 @@ import torch
 from PIL import Image
 
 from cvtools import imaging
-from cvtools.settings import PROJECT_ROOT
 from cvtools.vision.backbone import Backbone, load_backbone
 from cvtools.vision.embeddings import Item, Pipeline
 from cvtools.vision.onnx_runtime import accelerate
 
-from .common import CATEGORIES, build, category_files, cpu_note, import_files, openclipart, split_files, wait
-from .serve_bench import free_port, make_query_jpeg
+from .common import (
+    CATEGORIES,
+    build,
+    category_files,
+    cpu_note,
+    import_files,
+    openclipart,
+    split_files,
+    start_server,
+    wait,
+)
+from .serve_bench import make_query_jpeg
 
 
 def rate(fn, batch: torch.Tensor, min_images: int = 48) -> float:  # type: ignore[no-untyped-def]
@@ -67,23 +73,9 @@ def pipeline_rate(bb: Backbone, files: list[Path], batch_size: int) -> float:
 
 
 def cv_figures(dataset: Path, run: str, jpeg: Path, runtime: str, seconds: float) -> dict[str, float]:
-    port = free_port()
-    env = {**os.environ, "CVTOOLS_NEURONET": "efficientnet-lite0", "CVTOOLS_INFERENCE_RUNTIME": runtime}
-    server = subprocess.Popen(
-        [sys.executable, str(PROJECT_ROOT / "run.py"), "--dataset", str(dataset), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
+    env = {"CVTOOLS_NEURONET": "efficientnet-lite0", "CVTOOLS_INFERENCE_RUNTIME": runtime}
+    server, base, _ = start_server(dataset, env, run)
     try:
-        for _ in range(900):
-            try:
-                if httpx.get(base + "/api/status", timeout=1).json()["model"]["run"] == run:
-                    break
-            except (httpx.HTTPError, ValueError, KeyError):
-                pass
-            time.sleep(0.1)
         url = f"{base}/cv?{jpeg}"
         lat = []
         with httpx.Client(timeout=30) as c:

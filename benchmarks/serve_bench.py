@@ -13,10 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -26,22 +23,23 @@ import numpy as np
 from PIL import Image
 
 from cvtools import imaging
-from cvtools.settings import PROJECT_ROOT
 from cvtools.vision.index import SimilarityIndex
 
-from .common import CATEGORIES, build, category_files, cpu_note, import_files, openclipart, split_files, wait
+from .common import (
+    CATEGORIES,
+    build,
+    category_files,
+    cpu_note,
+    import_files,
+    openclipart,
+    split_files,
+    start_server,
+    wait,
+)
 
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values), q))
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_query_jpeg(src: Path, dest: Path) -> Path:
@@ -88,23 +86,8 @@ def main() -> None:
     jobs.shutdown()
     engine.close()
 
-    port = free_port()
-    env = {**os.environ, "CVTOOLS_NEURONET": "efficientnet-lite0", "CVTOOLS_PRELOAD_MODEL": "true"}
-    server = subprocess.Popen(
-        [sys.executable, str(PROJECT_ROOT / "run.py"), "--dataset", str(settings.dataset_dir), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
+    server, base, _ = start_server(settings.dataset_dir, {"CVTOOLS_NEURONET": "efficientnet-lite0"}, run)
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(base + "/api/status", timeout=1).json()["model"]["run"] == run:
-                    break
-            except (httpx.HTTPError, ValueError, KeyError):
-                pass
-            time.sleep(0.1)
         url = f"{base}/cv?{jpeg}"
         with httpx.Client(timeout=30) as c:
             for _ in range(5):

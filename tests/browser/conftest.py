@@ -48,3 +48,24 @@ def page(browser):  # type: ignore[no-untyped-def]
 def screenshot(page, name: str) -> None:  # type: ignore[no-untyped-def]
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def seed_and_train(url: str, per_class: int, epochs: int = 15) -> str:
+    """Three visually distinct groups over HTTP, a head run trained and set as main; returns the run."""
+    import time
+
+    import httpx
+
+    from ..helpers import class_image
+
+    for cls in ("red", "green", "blue"):
+        httpx.post(url + "/api/groups", json={"name": cls})
+        files = [("files", (f"{cls}{i}.png", class_image(cls, i), "image/png")) for i in range(per_class)]
+        httpx.post(f"{url}/api/groups/{cls}/images", files=files, timeout=60)
+    r = httpx.post(url + "/api/train", json={"mode": "head", "params": {"epochs": epochs}}).json()
+    deadline = time.monotonic() + 120
+    while httpx.get(f"{url}/api/jobs/{r['job']}").json()["state"] != "done":
+        assert time.monotonic() < deadline, "training did not finish"
+        time.sleep(0.1)
+    httpx.post(url + "/api/models/promote", json={"run": r["run"], "build_index": False})
+    return str(r["run"])

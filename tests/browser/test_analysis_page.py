@@ -10,23 +10,14 @@ from playwright.sync_api import expect
 
 from ..conftest import LiveServer
 from ..helpers import class_image
-from .conftest import screenshot
+from .conftest import screenshot, seed_and_train
 
 pytestmark = pytest.mark.browser
 
 
 def test_analysis_journey(page, tiny_live_server: LiveServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     url = tiny_live_server.url
-    for cls in ("red", "green", "blue"):
-        httpx.post(url + "/api/groups", json={"name": cls})
-        files = [("files", (f"{cls}{i}.png", class_image(cls, i), "image/png")) for i in range(8)]
-        httpx.post(f"{url}/api/groups/{cls}/images", files=files, timeout=60)
-    r = httpx.post(url + "/api/train", json={"mode": "head", "params": {"epochs": 15}}).json()
-    for _ in range(600):
-        if httpx.get(f"{url}/api/jobs/{r['job']}").json()["state"] == "done":
-            break
-        page.wait_for_timeout(100)
-    httpx.post(url + "/api/models/promote", json={"run": r["run"], "build_index": False})
+    seed_and_train(url, per_class=8)
 
     page.goto(url + "/analysis")
     query = tmp_path / "query.png"
