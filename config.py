@@ -58,6 +58,14 @@ train_mode = "auto"
 # the same answers as PyTorch: several times faster on a CPU), "onnxruntime" or "torch".
 inference_runtime = "auto"
 
+# Say "unknown" for images unlike any group (calibrated after each training in head mode).
+unknown_detection = True
+# Share of known images that may be called unknown by mistake (0.05 = 5 %).
+unknown_false_rejection = 0.05
+# Let GET /cv put ["unknown", score] first in its answer (score above 1 means unknown).
+# Off by default: /cv answers exactly as the original did.
+cv_unknown = False
+
 # Load the network when CV Tools starts (True), or only when it is first needed (False).
 preload_model = True
 

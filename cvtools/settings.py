@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     train_mode: Literal["auto", "head", "finetune"] = "auto"
     preload_model: bool = True
     inference_runtime: Literal["auto", "onnxruntime", "torch"] = "auto"
+    unknown_detection: bool = True
+    unknown_false_rejection: float = 0.05
+    cv_unknown: bool = False
     anomaly_method: Literal["cross_validation", "production"] = "cross_validation"
     anomaly_folds: int = 5
     phash_max_bits: int = 6
@@ -73,6 +76,13 @@ class Settings(BaseSettings):
     def _distance(cls, v: float) -> float:
         if not 0 <= v <= 2:
             raise ValueError("max_equal_distance must be between 0 and 2")
+        return v
+
+    @field_validator("unknown_false_rejection")
+    @classmethod
+    def _frr(cls, v: float) -> float:
+        if not 0.001 <= v <= 0.5:
+            raise ValueError("unknown_false_rejection must be between 0.001 and 0.5")
         return v
 
     @field_validator("anomaly_folds")

@@ -149,10 +149,41 @@ class Engine:
 
     def analyze(self, image: Image.Image) -> tuple[list[tuple[str, float]], np.ndarray]:
         """One image through the request batcher: ranked groups and its vector in the similarity space."""
+        ranked, vector, _ = self.analyze_full(image)
+        return ranked, vector
+
+    def analyze_full(self, image: Image.Image) -> tuple[list[tuple[str, float]], np.ndarray, dict[str, Any]]:
+        """Ranked groups, the similarity vector and the open-set verdict (unknown, reason, fallback, nearest)."""
         p = self.require_production()
         array = p.preprocess.array(p.preprocess.center(image))
         probs, feats, logits = self.batcher.submit(p, array).result()
-        return rank(p.classes, probs), (logits if self.settings.similarity_space == "logits" else feats)
+        return (
+            rank(p.classes, probs),
+            (logits if self.settings.similarity_space == "logits" else feats),
+            self.verdict(p, probs, feats),
+        )
+
+    def verdict(self, p: Predictor, probs: np.ndarray, feats: np.ndarray) -> dict[str, Any]:
+        if not self.settings.unknown_detection:
+            return {
+                "unknown": False,
+                "reason": None,
+                "fallback": None,
+                "nearest": None,
+                "score": None,
+                "calibrated": False,
+            }
+        if p.calibration is None:
+            return {
+                "unknown": False,
+                "reason": None,
+                "fallback": None,
+                "nearest": None,
+                "score": None,
+                "calibrated": False,
+                "note": "this model was not calibrated (train it again in head mode)",
+            }
+        return {**p.calibration.judge(probs, feats), "calibrated": True}
 
     # ---- similarity index ----------------------------------------------------------------
     def index(self) -> SimilarityIndex | None:
@@ -305,6 +336,7 @@ class Engine:
                 self.settings.batch_size,
                 self.settings.max_image_pixels,
                 self.settings.neuronet,
+                self.settings.unknown_false_rejection if self.settings.unknown_detection else None,
             )
             try:
                 done, _ = train(

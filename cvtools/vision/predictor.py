@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 from .backbone import Backbone, load_backbone
 from .head import HeadModel
+from .openset import Calibration
 from .preprocess import Preprocess
 
 
@@ -24,6 +25,7 @@ class Predictor:
     backbone: Backbone  # for finetune: the fine-tuned network itself
     head: HeadModel | None
     tta_flip: bool = True
+    calibration: Calibration | None = None
 
     @property
     def preprocess(self) -> Preprocess:
@@ -98,8 +100,7 @@ def load_predictor(run_dir: Path, base: Backbone | None) -> Predictor:
             bb = load_backbone(cfg["backbone"])
             if bb.fingerprint != cfg["fingerprint"]:
                 raise ValueError(f"the backbone {cfg['backbone']!r} of run {record['id']} is not available")
-        return Predictor(
-            record["id"], "head", record["classes"], bb, head, bool(record["params"].get("tta_flip", True))
-        )
+        tta = bool(record["params"].get("tta_flip", True))
+        return Predictor(record["id"], "head", record["classes"], bb, head, tta, Calibration.load(run_dir))
     bb = load_finetuned(run_dir, record)
     return Predictor(record["id"], "finetune", record["classes"], bb, None, False)

@@ -218,6 +218,7 @@ class TrainContext:
     batch_size: int
     max_pixels: int
     neuronet: str
+    unknown_frr: float | None = None  # calibrate unknown detection for this false-rejection rate
 
 
 def train_head_mode(
@@ -282,12 +283,33 @@ def train_head_mode(
             cancelled=lambda: job.cancelled,
         )
         job.check()
+    # calibrate "unknown": out-of-fold probabilities and nearest-neighbour distances of every image
+    calibration = None
+    if ctx.unknown_frr:
+        from . import anomalies
+        from .openset import calibrate
+
+        job.progress(hp.epochs, hp.epochs, "Calibrating unknown detection")
+        samples = split.train + split.val
+        shas = [s.sha256 for s in samples]
+        views = [ctx.store.get(bb.fingerprint, shas, v, bb.feature_dim) for v in (0, 1)]
+        labels = np.array([s.label for s in samples])
+        oof = anomalies.out_of_fold_probs(
+            views, labels, shas, len(split.classes), params=HeadParams(epochs=20), cancelled=lambda: job.cancelled
+        )
+        job.check()
+        calibration = calibrate(
+            oof, labels, split.classes, views[0], [s.id for s in samples], target_frr=ctx.unknown_frr
+        )
+        calibration.save(ctx.registry.run_dir(record["id"]))
+        record["calibration"] = calibration.summary()
     # save
     head.save(
         ctx.registry.run_dir(record["id"]) / "head",
         {"classes": split.classes, "backbone": bb.name, "fingerprint": bb.fingerprint},
     )
-    return Predictor(record["id"], "head", split.classes, bb, head, bool(params["tta_flip"])), probs
+    predictor = Predictor(record["id"], "head", split.classes, bb, head, bool(params["tta_flip"]), calibration)
+    return predictor, probs
 
 
 def train(

@@ -8,6 +8,7 @@ from urllib.parse import unquote
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from .. import imaging, netfetch
@@ -53,8 +54,11 @@ def _decode(ctx: AppContext, data: bytes) -> Any:
 
 def _classify_bytes(ctx: AppContext, data: bytes, n: int | None) -> list[list[Any]]:
     ctx.engine.require_production()
-    ranked, _ = ctx.engine.analyze(_decode(ctx, data))
-    return [[g, p] for g, p in ranked[:n] if n] if n else [[g, p] for g, p in ranked]
+    ranked, _, verdict = ctx.engine.analyze_full(_decode(ctx, data))
+    out = [[g, p] for g, p in (ranked[:n] if n else ranked)]
+    if ctx.settings.cv_unknown and verdict.get("score") is not None:
+        out.insert(0, ["unknown", verdict["score"]])  # opt-in: a score above 1 means unknown
+    return out
 
 
 @router.get("/cv", responses=CV_RESPONSES, response_model=list[tuple[str, float]])
@@ -120,7 +124,7 @@ def analyze(
         raise BadInput("send an image file (field 'file') or an image URL (field 'url')")
     if group:
         group = ctx.dataset.require_group(group)
-    ranked, vector = engine.analyze(_decode(ctx, data))
+    ranked, vector, verdict = engine.analyze_full(_decode(ctx, data))
     hits = engine.similar(vector, similar, group) if similar else []
     out: list[dict[str, Any]] = []
     for image_id, grp, dist in hits or []:
@@ -139,7 +143,94 @@ def analyze(
                 "filename": img["filename"],
             }
         )
-    return {"classification": [[g, p] for g, p in ranked], "similar": out, "index": hits is not None}
+    return {
+        "classification": [[g, p] for g, p in ranked],
+        "similar": out,
+        "index": hits is not None,
+        "unknown": verdict["unknown"],
+        "reason": verdict["reason"],
+        "fallback": verdict["fallback"],
+        "nearest": verdict["nearest"],
+        "score": verdict["score"],
+    }
+
+
+class ClassifyRequest(BaseModel):
+    paths: list[str]
+
+
+MAX_BATCH = 256
+
+
+@router.post(
+    "/api/classify",
+    responses=CV_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"paths": {"type": "array", "items": {"type": "string"}}},
+                    }
+                },
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                    }
+                },
+            }
+        }
+    },
+)
+async def classify(request: Request) -> JSONResponse:
+    """Many images at once (multipart `files`, or JSON `{"paths": [local paths or URLs]}`): for each,
+    the ranked groups, `unknown` with its reason, the `fallback` parent, and the nearest dataset image."""
+    ctx = get_ctx(request)
+    ctx.engine.require_production()
+    items: list[tuple[str, bytes | str]] = []
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form(max_files=MAX_BATCH)
+        for f in form.getlist("files"):
+            if not isinstance(f, str):
+                items.append((f.filename or "image", await f.read()))
+    else:
+        try:
+            body = ClassifyRequest.model_validate_json(await request.body())
+        except ValueError:
+            raise BadInput('send multipart "files", or JSON {"paths": ["<path or URL>", ...]}') from None
+        items = [(p, p) for p in body.paths]
+    if not items:
+        raise BadInput("no images given")
+    if len(items) > MAX_BATCH:
+        raise TooLarge(f"at most {MAX_BATCH} images per request")
+    return JSONResponse({"results": await run_in_threadpool(_classify_many, ctx, items)})
+
+
+def _classify_many(ctx: AppContext, items: list[tuple[str, bytes | str]]) -> list[dict[str, Any]]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..errors import CVError
+
+    def one(item: tuple[str, bytes | str]) -> dict[str, Any]:
+        name, src = item
+        try:
+            data = (
+                src
+                if isinstance(src, bytes)
+                else netfetch.read_image_source(
+                    src, public_dirs=list(ctx.settings.public_dirs), base=ctx.settings.dataset_dir, policy=_policy(ctx)
+                )
+            )
+            ranked, _, verdict = ctx.engine.analyze_full(_decode(ctx, data))
+        except CVError as exc:
+            return {"name": name, "error": exc.detail, "status": exc.status}
+        return {"name": name, "classification": [[g, p] for g, p in ranked], **verdict}
+
+    # Threads decode in parallel and their requests meet in the engine's batcher.
+    with ThreadPoolExecutor(max(2, ctx.settings.batch_size)) as pool:
+        return list(pool.map(one, items))
 
 
 @router.get("/api/index")

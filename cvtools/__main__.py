@@ -1,0 +1,150 @@
+"""Command line: python -m cvtools classify <folder or files...> --out results.csv"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from . import imaging
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
+
+
+def collect(targets: list[str]) -> list[Path]:
+    """Files as given, and the images found (recursively) in folders; a file list (.txt) is read line by line."""
+    out: list[Path] = []
+    for t in targets:
+        p = Path(t)
+        if p.is_dir():
+            out += sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file()
+                and f.suffix.lower() in IMAGE_SUFFIXES
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
+        elif p.suffix.lower() == ".txt" and p.is_file():
+            out += [Path(line.strip()) for line in p.read_text().splitlines() if line.strip()]
+        else:
+            out.append(p)
+    return out
+
+
+def progress(done: int, total: int) -> None:
+    width = 30
+    filled = int(width * done / max(total, 1))
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def classify_files(engine: Any, files: list[Path], max_pixels: int) -> list[dict[str, Any]]:
+    """The same answers as POST /api/classify, through the engine's batcher."""
+
+    def one(path: Path) -> dict[str, Any]:
+        try:
+            img = imaging.load_rgb(path, max_pixels=max_pixels, min_side=448)
+        except (imaging.ImageRejected, OSError) as exc:
+            return {"path": str(path), "error": str(exc)}
+        ranked, _, verdict = engine.analyze_full(img)
+        return {"path": str(path), "classification": ranked, **verdict}
+
+    results: list[dict[str, Any]] = []
+    with ThreadPoolExecutor(max(2, engine.settings.batch_size)) as pool:
+        for r in pool.map(one, files):
+            results.append(r)
+            progress(len(results), len(files))
+    return results
+
+
+def write_csv(results: list[dict[str, Any]], out: Path) -> None:
+    with open(out, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(
+            [
+                "path",
+                "group",
+                "probability",
+                "unknown",
+                "reason",
+                "fallback",
+                "nearest_id",
+                "nearest_distance",
+                "top3",
+                "error",
+            ]
+        )
+        for r in results:
+            if "error" in r:
+                w.writerow([r["path"], "", "", "", "", "", "", "", "", r["error"]])
+                continue
+            top = r["classification"][0]
+            nearest = r.get("nearest") or {}
+            w.writerow(
+                [
+                    r["path"],
+                    top[0],
+                    f"{top[1]:.6f}",
+                    r["unknown"],
+                    r["reason"] or "",
+                    r["fallback"] or "",
+                    nearest.get("id", ""),
+                    nearest.get("distance", ""),
+                    "; ".join(f"{g} {p:.4f}" for g, p in r["classification"][:3]),
+                    "",
+                ]
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cvtools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("classify", help="classify images with the main model and write a CSV")
+    c.add_argument("targets", nargs="+", help="image files, folders, or .txt files listing paths")
+    c.add_argument("--out", default="results.csv")
+    c.add_argument("--dataset", help="dataset folder (default from config.py)")
+    c.add_argument("--config", help="another config.py")
+    args = parser.parse_args(argv)
+
+    from .dataset import Dataset
+    from .errors import CVError
+    from .jobs import JobRunner
+    from .settings import DEFAULT_CONFIG, SettingsError, load_settings
+    from .vision.engine import Engine
+
+    try:
+        settings = load_settings(Path(args.config) if args.config else DEFAULT_CONFIG, dataset_dir=args.dataset)
+    except SettingsError as exc:
+        print(f"cvtools: {exc}", file=sys.stderr)
+        return 2
+    files = collect(args.targets)
+    if not files:
+        print("cvtools: no images found", file=sys.stderr)
+        return 2
+    dataset = Dataset(settings.dataset_dir, max_image_pixels=settings.max_image_pixels)
+    jobs = JobRunner()
+    engine = Engine(settings, dataset, jobs, lambda event, data: None)
+    try:
+        engine.require_production()
+        results = classify_files(engine, files, settings.max_image_pixels)
+    except CVError as exc:
+        print(f"cvtools: {exc.detail}", file=sys.stderr)
+        return 1
+    finally:
+        jobs.shutdown()
+        engine.close()
+        dataset.catalog.close()
+    write_csv(results, Path(args.out))
+    failed = sum(1 for r in results if "error" in r)
+    unknown = sum(1 for r in results if r.get("unknown"))
+    print(f"{len(results)} images classified ({unknown} unknown, {failed} unreadable) -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
