@@ -28,6 +28,7 @@
     try {
       const r = await api("POST", "/api/analyze", form);
       state.result = r;
+      renderVerdict(r);
       renderClasses(r.classification);
       renderSimilar(r);
       if ($("search").checked && !r.index) offerIndex();
@@ -35,6 +36,13 @@
       $("analysis-error").textContent = e.message;
       if (e.status === 503) $("no-model").hidden = false;
     }
+  }
+
+  function renderVerdict(r) {
+    const v = $("verdict");
+    v.hidden = !(r.unknown || r.fallback);
+    v.className = `verdict${r.unknown ? " unknown" : ""}`;
+    v.textContent = r.unknown ? `Unknown: ${r.reason}` : r.fallback ? `Probably ${r.fallback} (the exact group is uncertain)` : "";
   }
 
   function renderClasses(rows) {

@@ -124,13 +124,15 @@
     if (!run.confusion) { block.hidden = true; return; }
     block.hidden = false;
     const table = $("confusion");
-    const head = el("tr", {}, el("th", { text: "true \\ predicted" }), ...run.classes.map((c) => el("th", { text: c })), el("th", { text: "accuracy" }));
+    const head = el("tr", {}, el("th", { text: "true \\ predicted" }), ...run.classes.map((c) => el("th", { text: c })), el("th", { text: "accuracy" }),
+      el("th", { text: "unknown below", title: "calibrated probability under which an answer counts as unknown" }));
     const rows = run.confusion.map((row, i) => {
       const total = row.reduce((a, b) => a + b, 0);
       return el("tr", {}, el("th", { text: run.classes[i] }),
         ...row.map((v, j) => el("td", { class: `cell ${i === j ? "diag" : ""}`, text: String(v), "data-true": run.classes[i], "data-pred": run.classes[j],
           onclick: (e) => showCell(run, run.classes[i], run.classes[j], e.target) })),
-        el("td", { text: total ? (row[i] / total).toFixed(3) : "–" }));
+        el("td", { text: total ? (row[i] / total).toFixed(3) : "–" }),
+        el("td", { text: run.calibration ? run.calibration.thresholds[run.classes[i]].toFixed(3) : "–" }));
     });
     table.replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
     $("cell-images").replaceChildren();

@@ -27,6 +27,8 @@ def test_learning_journey(page, tiny_live_server: LiveServer) -> None:  # type: 
     expect(page.locator("#run-state")).to_have_text("done", timeout=120_000)
     expect(page.locator("#epochs-table tbody tr")).to_have_count(12)
     expect(page.locator("#confusion-block")).to_be_visible()
+    expect(page.locator("#confusion thead th").last).to_have_text("unknown below")
+    assert page.locator("#confusion tbody tr >> nth=0 >> td").last.inner_text() != "–"  # calibrated threshold
     page.click("#confusion td.diag >> nth=0")
     expect(page.locator("#cell-images .tile").first).to_be_visible()
     screenshot(page, "learning")
