@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 BLOCK = 1024
+MIN_PER_GROUP = 20  # answers needed for a group's own threshold
 
 
 def ancestors(group: str) -> list[str]:
@@ -52,7 +53,7 @@ def nearest_distances(unit: np.ndarray) -> np.ndarray:
 @dataclass
 class Calibration:
     classes: list[str]
-    thresholds: dict[str, float]  # leaf group -> lowest probability accepted
+    thresholds: dict[str, float]  # leaf group -> lowest top probability accepted when it is the answer
     parents: dict[str, float]  # parent group -> lowest summed probability accepted
     distance: float  # largest cosine distance to the nearest training image accepted
     target_frr: float
@@ -125,7 +126,11 @@ class Calibration:
                     fallback = parent
                     break
         far = self.distance > 0 and dist > self.distance
-        score = max(leaf_t / max(p, 1e-6), dist / self.distance if self.distance > 0 else 0.0)
+        # Ranked by the probability (the stronger signal on real data); images rejected for their
+        # distance are put above 1 as well.
+        score = leaf_t / max(p, 1e-6)
+        if far:
+            score = max(score, 1.0 + (dist - self.distance))
         if far:
             reason = f"far from every training image (distance {dist:.3f} > {self.distance:.3f})"
         elif not confident and fallback is None:
@@ -153,10 +158,13 @@ def calibrate(
     """Thresholds that reject about target_frr of the known images (out-of-fold, so honest).
     The two tests (probability, distance) share the budget: target_frr / 2 each."""
     q = target_frr / 2
+    top, answer = oof_probs.max(1), oof_probs.argmax(1)
+    overall = float(np.quantile(top, q))
     thresholds = {}
     for i, c in enumerate(classes):
-        own = oof_probs[labels == i, i]
-        thresholds[c] = float(np.quantile(own, q)) if len(own) else 0.0
+        # The top probability of the images answered as this group; too few of them: all images'.
+        values = top[answer == i]
+        thresholds[c] = float(np.quantile(values, q)) if len(values) >= MIN_PER_GROUP else overall
     parents = {}
     sums = subtree_sums(oof_probs, classes)
     for parent, values in sums.items():
