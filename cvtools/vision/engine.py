@@ -164,25 +164,18 @@ class Engine:
         )
 
     def verdict(self, p: Predictor, probs: np.ndarray, feats: np.ndarray) -> dict[str, Any]:
+        none: dict[str, Any] = {
+            "unknown": False,
+            "reason": None,
+            "fallback": None,
+            "nearest": None,
+            "score": None,
+            "calibrated": False,
+        }
         if not self.settings.unknown_detection:
-            return {
-                "unknown": False,
-                "reason": None,
-                "fallback": None,
-                "nearest": None,
-                "score": None,
-                "calibrated": False,
-            }
+            return none
         if p.calibration is None:
-            return {
-                "unknown": False,
-                "reason": None,
-                "fallback": None,
-                "nearest": None,
-                "score": None,
-                "calibrated": False,
-                "note": "this model was not calibrated (train it again in head mode)",
-            }
+            return {**none, "note": "this model was not calibrated (train it again in head mode)"}
         return {**p.calibration.judge(probs, feats), "calibrated": True}
 
     # ---- similarity index ----------------------------------------------------------------

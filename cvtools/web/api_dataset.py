@@ -13,7 +13,7 @@ from ..dataset import Incoming
 from ..errors import BadInput
 from .app import AppContext, get_ctx
 
-router = APIRouter(prefix="/api", tags=["dataset"])
+router = APIRouter(tags=["dataset"])
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
 MEDIA = {
@@ -52,7 +52,7 @@ class MoveRequest(BaseModel):
     group: str
 
 
-@router.get("/status")
+@router.get("/api/status")
 def status(ctx: Ctx) -> dict[str, Any]:
     return {
         "model": ctx.engine.status(),
@@ -65,28 +65,28 @@ def status(ctx: Ctx) -> dict[str, Any]:
     }
 
 
-@router.get("/groups")
+@router.get("/api/groups")
 def list_groups(ctx: Ctx) -> dict[str, Any]:
     return {"groups": ctx.dataset.list_groups()}
 
 
-@router.post("/groups", status_code=201, responses=ERRORS)
+@router.post("/api/groups", status_code=201, responses=ERRORS)
 def create_group(body: NewGroup, ctx: Ctx) -> dict[str, str]:
     return {"name": ctx.dataset.create_group(body.name, body.parent or None)}
 
 
-@router.patch("/groups/{group:path}", responses=ERRORS)
+@router.patch("/api/groups/{group:path}", responses=ERRORS)
 def rename_group(group: str, body: RenameGroup, ctx: Ctx) -> dict[str, str]:
     return {"name": ctx.dataset.rename_group(group, body.name)}
 
 
-@router.delete("/groups/{group:path}", responses=ERRORS)
+@router.delete("/api/groups/{group:path}", responses=ERRORS)
 def delete_group(group: str, ctx: Ctx) -> dict[str, Any]:
     group = ctx.dataset.require_group(group)
     return {"deleted": group, "images": ctx.dataset.delete_group(group)}
 
 
-@router.get("/groups/{group:path}/images", responses=ERRORS)
+@router.get("/api/groups/{group:path}/images", responses=ERRORS)
 def list_images(
     group: str,
     ctx: Ctx,
@@ -98,7 +98,7 @@ def list_images(
     return {"total": total, "images": images}
 
 
-@router.post("/groups/{group:path}/images", responses=ERRORS)
+@router.post("/api/groups/{group:path}/images", responses=ERRORS)
 def upload_images(
     group: str,
     ctx: Ctx,
@@ -142,22 +142,22 @@ def _build_thumbs(ctx: AppContext, ids: list[str], job: Any) -> dict[str, int]:
     return {"thumbnails": made}
 
 
-@router.post("/images/status", responses=ERRORS)
+@router.post("/api/images/status", responses=ERRORS)
 def set_status(body: StatusChange, ctx: Ctx) -> dict[str, int]:
     return {"updated": ctx.dataset.set_status(body.ids, body.status)}
 
 
-@router.post("/images/move", responses=ERRORS)
+@router.post("/api/images/move", responses=ERRORS)
 def move_images(body: MoveRequest, ctx: Ctx) -> dict[str, int]:
     return {"moved": ctx.dataset.move(body.ids, body.group)}
 
 
-@router.get("/images/{image_id}", responses=ERRORS)
+@router.get("/api/images/{image_id}", responses=ERRORS)
 def get_image(image_id: str, ctx: Ctx) -> dict[str, Any]:
     return ctx.dataset.get_image(image_id)
 
 
-@router.get("/images/{image_id}/file", responses=ERRORS, response_class=FileResponse)
+@router.get("/api/images/{image_id}/file", responses=ERRORS, response_class=FileResponse)
 def image_file(image_id: str, ctx: Ctx) -> FileResponse:
     path = ctx.dataset.file_path(image_id)
     return FileResponse(
@@ -167,7 +167,7 @@ def image_file(image_id: str, ctx: Ctx) -> FileResponse:
     )
 
 
-@router.get("/images/{image_id}/thumb", responses=ERRORS, response_class=FileResponse)
+@router.get("/api/images/{image_id}/thumb", responses=ERRORS, response_class=FileResponse)
 def image_thumb(image_id: str, ctx: Ctx) -> FileResponse:
     return FileResponse(
         ctx.dataset.thumb_path(image_id),
@@ -182,7 +182,7 @@ class GrabRequest(BaseModel):
     provider: str | None = None
 
 
-@router.post("/groups/{group:path}/grab", status_code=202, responses=ERRORS)
+@router.post("/api/groups/{group:path}/grab", status_code=202, responses=ERRORS)
 def grab(group: str, body: GrabRequest, ctx: Ctx) -> JSONResponse:
     """Extend images: search the web for `query` and download up to `count` images as New."""
     from ..grabber.grab import Grabber, chain
@@ -203,7 +203,7 @@ def grab(group: str, body: GrabRequest, ctx: Ctx) -> JSONResponse:
     return JSONResponse({"job": job.id}, status_code=202)
 
 
-@router.get("/grab/providers")
+@router.get("/api/grab/providers")
 def grab_providers(ctx: Ctx) -> dict[str, Any]:
     from ..grabber.grab import providers
 

@@ -12,7 +12,7 @@ from ..errors import BadInput, NotFound
 from .api_dataset import ERRORS
 from .app import AppContext, get_ctx
 
-router = APIRouter(prefix="/api", tags=["learning"])
+router = APIRouter(tags=["learning"])
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
 
@@ -26,28 +26,28 @@ class PromoteRequest(BaseModel):
     build_index: bool = True
 
 
-@router.get("/train/params")
+@router.get("/api/train/params")
 def train_params(ctx: Ctx) -> dict[str, Any]:
     return ctx.engine.train_params()
 
 
-@router.post("/train", status_code=202, responses=ERRORS)
+@router.post("/api/train", status_code=202, responses=ERRORS)
 def start_training(body: TrainRequest, ctx: Ctx) -> JSONResponse:
     job, run = ctx.engine.start_training(body.mode, body.params)
     return JSONResponse({"job": job.id, "run": run}, status_code=202)
 
 
-@router.get("/train/runs")
+@router.get("/api/train/runs")
 def list_runs(ctx: Ctx) -> dict[str, Any]:
     return {"runs": [{k: v for k, v in r.items() if k != "predictions"} for r in ctx.engine.registry.runs()]}
 
 
-@router.get("/train/runs/{run}", responses=ERRORS)
+@router.get("/api/train/runs/{run}", responses=ERRORS)
 def get_run(run: str, ctx: Ctx) -> dict[str, Any]:
     return ctx.engine.registry.get(run)
 
 
-@router.post("/models/promote", responses=ERRORS)
+@router.post("/api/models/promote", responses=ERRORS)
 def promote(body: PromoteRequest, ctx: Ctx) -> dict[str, Any]:
     ctx.engine.promote(body.run)
     out: dict[str, Any] = {"production": body.run}
@@ -56,12 +56,12 @@ def promote(body: PromoteRequest, ctx: Ctx) -> dict[str, Any]:
     return out
 
 
-@router.get("/models")
+@router.get("/api/models")
 def models(ctx: Ctx) -> dict[str, Any]:
     return ctx.engine.models()
 
 
-@router.get("/models/{run}/export", responses=ERRORS, response_class=FileResponse)
+@router.get("/api/models/{run}/export", responses=ERRORS, response_class=FileResponse)
 def export_model(run: str, ctx: Ctx, format: str = "onnx") -> FileResponse:
     """The model as one ONNX file: normalised 224-px batch -> probabilities; classes in its metadata."""
     if format != "onnx":
@@ -70,7 +70,7 @@ def export_model(run: str, ctx: Ctx, format: str = "onnx") -> FileResponse:
     return FileResponse(path, media_type="application/octet-stream", filename=f"cvtools-{run}.onnx")
 
 
-@router.get("/models/{run}", responses=ERRORS)
+@router.get("/api/models/{run}", responses=ERRORS)
 def model(run: str, ctx: Ctx) -> dict[str, Any]:
     for m in ctx.engine.models()["models"]:
         if m["run"] == run:
