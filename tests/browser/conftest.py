@@ -47,6 +47,7 @@ def page(browser):  # type: ignore[no-untyped-def]
 
 def screenshot(page, name: str) -> None:  # type: ignore[no-untyped-def]
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")  # the sticky top bar would otherwise sit mid-picture
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
