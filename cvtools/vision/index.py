@@ -28,7 +28,12 @@ class SimilarityIndex:
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
+        self._reindex()
+
+    def _reindex(self) -> None:
         self._pos = {i: k for k, i in enumerate(self.ids)}
+        self._code_of = {g: k for k, g in enumerate(dict.fromkeys(self.groups))}
+        self._codes = np.fromiter((self._code_of[g] for g in self.groups), np.int32, len(self.groups))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -42,8 +47,7 @@ class SimilarityIndex:
             q = normalise(vector.reshape(1, -1))[0]
             dist = 1.0 - self.vectors @ q
             if group is not None:
-                mask = np.fromiter((g == group for g in self.groups), bool, len(self.groups))
-                dist = np.where(mask, dist, np.inf)
+                dist = np.where(self._codes == self._code_of.get(group, -1), dist, np.inf)
             k = min(k, len(dist))
             top = np.argpartition(dist, k - 1)[:k] if k < len(dist) else np.arange(len(dist))
             top = top[np.argsort(dist[top], kind="stable")]
@@ -65,7 +69,7 @@ class SimilarityIndex:
             self.ids, self.groups = ids, groups
             dim = self.vectors.shape[1] if self.vectors.size else (new[0][2].shape[0] if new else 0)
             self.vectors = np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)
-            self._pos = {i: k for k, i in enumerate(self.ids)}
+            self._reindex()
 
     # ---- persistence ----------------------------------------------------------------------
     def save(self, path: Path) -> None:

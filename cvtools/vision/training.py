@@ -148,15 +148,20 @@ def embed_missing(
 ) -> tuple[int, list[str]]:
     """Compute and cache the views not yet in the store. Returns (images computed, decode errors)."""
     fp = backbone.fingerprint
-    needed: list[tuple[Item, list[int]]] = []
+    # One look-up per distinct set of views, not one per image.
+    by_views: dict[tuple[int, ...], list[Item]] = {}
     seen: set[str] = set()
     for item, views in work:
-        if item.sha256 in seen:
-            continue
-        seen.add(item.sha256)
-        miss = sorted(v for s, v in store.missing(fp, [item.sha256], views))
-        if miss:
-            needed.append((item, miss))
+        if item.sha256 not in seen:
+            seen.add(item.sha256)
+            by_views.setdefault(tuple(views), []).append(item)
+    needed: list[tuple[Item, list[int]]] = []
+    for views, items in by_views.items():
+        missing = store.missing(fp, [i.sha256 for i in items], list(views))
+        for item in items:
+            miss = sorted(v for v in views if (item.sha256, v) in missing)
+            if miss:
+                needed.append((item, miss))
     if not needed:
         return 0, []
     pipe = Pipeline(pre=backbone.preprocess, forward=backbone.features, batch_size=batch_size, max_pixels=max_pixels)
