@@ -314,9 +314,8 @@ class Dataset:
         return candidate
 
     def known_sha(self, sha: str) -> bool:
-        return self.catalog.one("SELECT 1 FROM seen WHERE sha256 = ?", (sha,)) is not None or (
-            self.catalog.one("SELECT 1 FROM images WHERE sha256 = ?", (sha,)) is not None
-        )
+        """Every intake (upload, grab, adoption) writes `seen`, so it alone answers."""
+        return self.catalog.one("SELECT 1 FROM seen WHERE sha256 = ?", (sha,)) is not None
 
     def add_images(self, group: str, items: Iterable[Incoming], *, status: str = "group") -> AddResult:
         """Take in temp files: validate and hash each (outside the lock), then one transaction."""

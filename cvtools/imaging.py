@@ -147,10 +147,6 @@ def perceptual_hash(img: Image.Image) -> str:
     return str(imagehash.dhash(to_rgb(small), hash_size=8))
 
 
-def hamming(a: str, b: str) -> int:
-    return bin(int(a, 16) ^ int(b, 16)).count("1")
-
-
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -15,6 +15,24 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config.py"
 
 
+# Allowed ranges, inclusive (None: no upper bound); EXCLUSIVE ones exclude both ends.
+RANGES: dict[str, tuple[float, float | None]] = {
+    "test_size": (0, 1),
+    "batch_size": (1, 1024),
+    "max_equal_distance": (0, 2),
+    "port": (0, 65535),
+    "max_upload_mb": (1, None),
+    "max_image_pixels": (64 * 64, None),
+    "unknown_false_rejection": (0.001, 0.5),
+    "anomaly_folds": (2, 20),
+    "phash_max_bits": (0, 32),
+    "grab_workers": (1, 64),
+    "grab_per_host": (1, 64),
+    "grab_min_side": (1, 4096),
+}
+EXCLUSIVE = {"test_size"}
+
+
 class SettingsError(ValueError):
     """An invalid setting; the message is one line naming it."""
 
@@ -57,60 +75,17 @@ class Settings(BaseSettings):
     grab_per_host: int = 2
     grab_min_side: int = 50
 
-    @field_validator("test_size")
+    @field_validator(*RANGES)
     @classmethod
-    def _test_size(cls, v: float) -> float:
-        if not 0 < v < 1:
-            raise ValueError("test_size must be between 0 and 1")
-        return v
-
-    @field_validator("batch_size")
-    @classmethod
-    def _batch_size(cls, v: int) -> int:
-        if not 1 <= v <= 1024:
-            raise ValueError("batch_size must be between 1 and 1024")
-        return v
-
-    @field_validator("max_equal_distance")
-    @classmethod
-    def _distance(cls, v: float) -> float:
-        if not 0 <= v <= 2:
-            raise ValueError("max_equal_distance must be between 0 and 2")
-        return v
-
-    @field_validator("unknown_false_rejection")
-    @classmethod
-    def _frr(cls, v: float) -> float:
-        if not 0.001 <= v <= 0.5:
-            raise ValueError("unknown_false_rejection must be between 0.001 and 0.5")
-        return v
-
-    @field_validator("anomaly_folds")
-    @classmethod
-    def _folds(cls, v: int) -> int:
-        if not 2 <= v <= 20:
-            raise ValueError("anomaly_folds must be between 2 and 20")
-        return v
-
-    @field_validator("phash_max_bits")
-    @classmethod
-    def _phash(cls, v: int) -> int:
-        if not 0 <= v <= 32:
-            raise ValueError("phash_max_bits must be between 0 and 32")
-        return v
-
-    @field_validator("grab_workers", "grab_per_host")
-    @classmethod
-    def _workers(cls, v: int, info: Any) -> int:
-        if not 1 <= v <= 64:
-            raise ValueError(f"{info.field_name} must be between 1 and 64")
-        return v
-
-    @field_validator("grab_min_side")
-    @classmethod
-    def _min_side(cls, v: int) -> int:
-        if not 1 <= v <= 4096:
-            raise ValueError("grab_min_side must be between 1 and 4096")
+    def _in_range(cls, v: float, info: Any) -> float:
+        low, high = RANGES[info.field_name]
+        ok = (low < v < high) if info.field_name in EXCLUSIVE else (low <= v and (high is None or v <= high))
+        if not ok:
+            raise ValueError(
+                f"{info.field_name} must be at least {low:g}"
+                if high is None
+                else f"{info.field_name} must be between {low:g} and {high:g}"
+            )
         return v
 
     @field_validator(
@@ -125,27 +100,6 @@ class Settings(BaseSettings):
     def _url(cls, v: str, info: Any) -> str:
         if not v.startswith(("http://", "https://")):
             raise ValueError(f"{info.field_name} must be an http(s) URL")
-        return v
-
-    @field_validator("port")
-    @classmethod
-    def _port(cls, v: int) -> int:
-        if not 0 <= v <= 65535:
-            raise ValueError("port must be between 0 and 65535")
-        return v
-
-    @field_validator("max_upload_mb")
-    @classmethod
-    def _upload(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("max_upload_mb must be at least 1")
-        return v
-
-    @field_validator("max_image_pixels")
-    @classmethod
-    def _pixels(cls, v: int) -> int:
-        if v < 64 * 64:
-            raise ValueError("max_image_pixels must be at least 4096")
         return v
 
     @field_validator("neuronet")

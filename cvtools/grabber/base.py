@@ -62,6 +62,15 @@ def get_page(
     return resp
 
 
+def get_json(client: httpx.Client, url: str, name: str, **kw: Any) -> Any:
+    """A JSON results page; anything else counts as being blocked."""
+    resp = get_page(client, url, min_bytes=2, **kw)
+    try:
+        return resp.json()
+    except ValueError:
+        raise Blocked(f"{name} answered something that is not JSON") from None
+
+
 def to_int(value: Any) -> int | None:
     try:
         return int(str(value))

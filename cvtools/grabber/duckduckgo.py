@@ -8,7 +8,7 @@ from urllib.parse import urlencode, urljoin
 
 import httpx
 
-from .base import BROWSER_UA, Blocked, Candidate, get_page, to_int
+from .base import BROWSER_UA, Blocked, Candidate, get_json, get_page, to_int
 
 VQD = re.compile(r"""vqd\s*[=:]\s*["']?([\d-]+)""")
 
@@ -37,11 +37,7 @@ class DuckDuckGo:
             if "vqd=" not in nxt_path:  # httpx would replace the query with params: append instead
                 url += ("&" if "?" in url else "?") + urlencode({"vqd": vqd})
             params = None
-        resp = get_page(client, url, params=params, headers=headers, min_bytes=2)
-        try:
-            data = resp.json()
-        except ValueError:
-            raise Blocked("duckduckgo answered something that is not JSON") from None
+        data = get_json(client, url, self.name, params=params, headers=headers)
         out = [
             Candidate(
                 url=r["image"],

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from .base import Blocked, Candidate, get_page, to_int
+from .base import Candidate, get_json, to_int
 
 
 class GoogleCSE:
@@ -19,16 +19,8 @@ class GoogleCSE:
 
     def search(self, client: httpx.Client, query: str, cursor: Any) -> tuple[list[Candidate], Any]:
         start = int(cursor or 1)
-        resp = get_page(
-            client,
-            self.base_url,
-            min_bytes=2,
-            params={"key": self.key, "cx": self.cx, "q": query, "searchType": "image", "num": 10, "start": start},
-        )
-        try:
-            items = resp.json().get("items", [])
-        except ValueError:
-            raise Blocked("google_cse answered something that is not JSON") from None
+        params = {"key": self.key, "cx": self.cx, "q": query, "searchType": "image", "num": 10, "start": start}
+        items = get_json(client, self.base_url, self.name, params=params).get("items", [])
         out = [
             Candidate(
                 url=i["link"],
@@ -53,17 +45,10 @@ class Brave:
     def search(self, client: httpx.Client, query: str, cursor: Any) -> tuple[list[Candidate], Any]:
         if cursor is not None:
             return [], None  # one call returns up to 100 results: there is no next page
-        resp = get_page(
-            client,
-            self.base_url,
-            min_bytes=2,
-            params={"q": query, "count": 100},
-            headers={"X-Subscription-Token": self.key, "Accept": "application/json"},
+        headers = {"X-Subscription-Token": self.key, "Accept": "application/json"}
+        results = get_json(client, self.base_url, self.name, params={"q": query, "count": 100}, headers=headers).get(
+            "results", []
         )
-        try:
-            results = resp.json().get("results", [])
-        except ValueError:
-            raise Blocked("brave answered something that is not JSON") from None
         out = [
             Candidate(
                 url=(r.get("properties") or {}).get("url") or "",

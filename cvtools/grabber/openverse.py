@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from .base import Blocked, Candidate, get_page, to_int
+from .base import Candidate, get_json, to_int
 
 PAGE = 20
 
@@ -19,11 +19,7 @@ class Openverse:
 
     def search(self, client: httpx.Client, query: str, cursor: Any) -> tuple[list[Candidate], Any]:
         page = int(cursor or 1)
-        resp = get_page(client, self.base_url, params={"q": query, "page": page, "page_size": PAGE}, min_bytes=2)
-        try:
-            data = resp.json()
-        except ValueError:
-            raise Blocked("openverse answered something that is not JSON") from None
+        data = get_json(client, self.base_url, self.name, params={"q": query, "page": page, "page_size": PAGE})
         out = [
             Candidate(
                 url=r["url"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ class Backbone:
     offline_fallback: bool = False
     message: str = ""
     fingerprint: str = ""
-    config: dict[str, Any] = field(default_factory=dict)
     runtime: Any = None  # an ONNX Runtime model of features_torch, when exported and checked
     runtime_note: str = "PyTorch"
 

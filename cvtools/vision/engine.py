@@ -147,21 +147,22 @@ class Engine:
         probs = p.probs(p.preprocess.batch(images))
         return [rank(p.classes, row) for row in probs]
 
+    def _forward(self, image: Image.Image) -> tuple[Predictor, np.ndarray, np.ndarray, np.ndarray]:
+        p = self.require_production()
+        probs, feats, logits = self.batcher.submit(p, p.preprocess.array(p.preprocess.center(image))).result()
+        return p, probs, feats, logits
+
     def analyze(self, image: Image.Image) -> tuple[list[tuple[str, float]], np.ndarray]:
         """One image through the request batcher: ranked groups and its vector in the similarity space."""
-        ranked, vector, _ = self.analyze_full(image)
-        return ranked, vector
+        p, probs, feats, logits = self._forward(image)
+        return rank(p.classes, probs), (logits if self.settings.similarity_space == "logits" else feats)
 
     def analyze_full(self, image: Image.Image) -> tuple[list[tuple[str, float]], np.ndarray, dict[str, Any]]:
-        """Ranked groups, the similarity vector and the open-set verdict (unknown, reason, fallback, nearest)."""
-        p = self.require_production()
-        array = p.preprocess.array(p.preprocess.center(image))
-        probs, feats, logits = self.batcher.submit(p, array).result()
-        return (
-            rank(p.classes, probs),
-            (logits if self.settings.similarity_space == "logits" else feats),
-            self.verdict(p, probs, feats),
-        )
+        """As analyze, plus the open-set verdict (unknown, reason, fallback, nearest): a search over the
+        training embeddings, so only the callers that report it pay for it."""
+        p, probs, feats, logits = self._forward(image)
+        vector = logits if self.settings.similarity_space == "logits" else feats
+        return rank(p.classes, probs), vector, self.verdict(p, probs, feats)
 
     def verdict(self, p: Predictor, probs: np.ndarray, feats: np.ndarray) -> dict[str, Any]:
         none: dict[str, Any] = {
@@ -328,7 +329,6 @@ class Engine:
                 bb,
                 self.settings.batch_size,
                 self.settings.max_image_pixels,
-                self.settings.neuronet,
                 self.settings.unknown_false_rejection if self.settings.unknown_detection else None,
             )
             try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +56,3 @@ class Registry:
 
     def set_production(self, run: str) -> None:
         write_atomic(self.pointer, json.dumps({"run": run, "since": time.time()}).encode())
-
-    def discard(self, run: str) -> None:
-        shutil.rmtree(self.run_dir(run), ignore_errors=True)

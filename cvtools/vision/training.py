@@ -222,7 +222,6 @@ class TrainContext:
     backbone: Backbone
     batch_size: int
     max_pixels: int
-    neuronet: str
     unknown_frr: float | None = None  # calibrate unknown detection for this false-rejection rate
 
 

@@ -54,9 +54,13 @@ def _decode(ctx: AppContext, data: bytes) -> Any:
 
 def _classify_bytes(ctx: AppContext, data: bytes, n: int | None) -> list[list[Any]]:
     ctx.engine.require_production()
-    ranked, _, verdict = ctx.engine.analyze_full(_decode(ctx, data))
+    image = _decode(ctx, data)
+    if ctx.settings.cv_unknown:
+        ranked, _, verdict = ctx.engine.analyze_full(image)
+    else:  # the original format: no open-set search on this hot path
+        (ranked, _), verdict = ctx.engine.analyze(image), {}
     out = [[g, p] for g, p in (ranked[:n] if n else ranked)]
-    if ctx.settings.cv_unknown and verdict.get("score") is not None:
+    if verdict.get("score") is not None:
         out.insert(0, ["unknown", verdict["score"]])  # opt-in: a score above 1 means unknown
     return out
 

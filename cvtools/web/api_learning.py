@@ -51,8 +51,8 @@ def get_run(run: str, ctx: Ctx) -> dict[str, Any]:
 def promote(body: PromoteRequest, ctx: Ctx) -> dict[str, Any]:
     ctx.engine.promote(body.run)
     out: dict[str, Any] = {"production": body.run}
-    if body.build_index and "build_index" in ctx.extras:
-        out["index_job"] = ctx.extras["build_index"]().id
+    if body.build_index:
+        out["index_job"] = ctx.engine.start_index_job(full=True).id
     return out
 
 

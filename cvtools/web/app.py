@@ -6,9 +6,9 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -37,7 +37,6 @@ class AppContext:
     jobs: JobRunner
     events: EventHub
     engine: Engine
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def get_ctx(request: Request) -> AppContext:
@@ -141,7 +140,6 @@ def create_app(settings: Settings) -> FastAPI:
         engine = Engine(settings, dataset, jobs, events.publish)
         dataset.listeners.append(engine.on_dataset_change)
         ctx = AppContext(settings=settings, dataset=dataset, jobs=jobs, events=events, engine=engine)
-        ctx.extras["build_index"] = lambda: engine.start_index_job(full=True)
         app.state.ctx = ctx
         jobs.submit(
             "rescan", lambda job: dataset.rescan(job.progress, lambda: job.cancelled), message="Scanning folders"
