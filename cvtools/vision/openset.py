@@ -1,13 +1,15 @@
 """Answers that know their limits: calibrated "unknown" and the parent-group fallback.
 
 Calibrated after each head training from out-of-fold probabilities (each image judged by a head that
-did not learn from it) and from the training images' own nearest-neighbour distances, so that about
-`target_frr` of known images would be rejected.
+did not learn from it) and from the training images' own nearest-neighbour distances. The two signals
+are turned into ranks against those known images and averaged, and the threshold on that average
+rejects about `target_frr` of known images.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,13 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def _power(x: np.ndarray) -> np.ndarray:
+    """Signed square root then unit length: damps the few large feature values that otherwise decide
+    every cosine distance (measured on openclipart: nearest-neighbour AUROC 0.77 -> 0.83 with centring)."""
+    x = np.asarray(x, dtype=np.float32)
+    return _unit(np.sign(x) * np.sqrt(np.abs(_unit(x))))
+
+
 def nearest_distances(unit: np.ndarray) -> np.ndarray:
     """Each row's cosine distance to its nearest other row (leave-one-out), in blocks."""
     n = len(unit)
@@ -50,28 +59,53 @@ def nearest_distances(unit: np.ndarray) -> np.ndarray:
     return np.maximum(out, 0.0)
 
 
+def conformal_quantile(values: np.ndarray, alpha: float) -> float:
+    """The value that at most `alpha` of new exchangeable values exceed (finite-sample corrected)."""
+    n = len(values)
+    k = min(n, math.ceil((n + 1) * (1 - alpha)))
+    return float(np.sort(values)[k - 1])
+
+
 @dataclass
 class Calibration:
     classes: list[str]
-    thresholds: dict[str, float]  # leaf group -> lowest top probability accepted when it is the answer
+    thresholds: dict[str, float]  # leaf -> lowest top probability for a confident leaf answer
     parents: dict[str, float]  # parent group -> lowest summed probability accepted
-    distance: float  # largest cosine distance to the nearest training image accepted
+    limit: float  # highest accepted strangeness (the mean of the two ranks below)
     target_frr: float
-    vectors: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 0), np.float32))
+    top_ref: np.ndarray = field(repr=False)  # sorted out-of-fold top probabilities of known images
+    dist_ref: np.ndarray = field(repr=False)  # sorted leave-one-out nearest distances of known images
+    centre: np.ndarray = field(repr=False)
+    vectors: np.ndarray = field(repr=False)  # training embeddings, power-normalised and centred
     ids: list[str] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
 
+    def space(self, x: np.ndarray) -> np.ndarray:
+        return _unit(_power(x) - self.centre)
+
+    def strangeness(self, top: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mean rank, probability rank, distance rank): the share of known images with a higher top
+        probability, and with a smaller distance to their nearest neighbour."""
+        n_t, n_d = max(len(self.top_ref), 1), max(len(self.dist_ref), 1)
+        r_top = 1.0 - np.searchsorted(self.top_ref, top, side="right") / n_t
+        r_dist = np.searchsorted(self.dist_ref, dist, side="left") / n_d
+        return (r_top + r_dist) / 2, r_top, r_dist
+
     def save(self, folder: Path) -> None:
         meta = {
+            "version": 2,
             "classes": self.classes,
             "thresholds": self.thresholds,
             "parents": self.parents,
-            "distance": self.distance,
+            "limit": self.limit,
             "target_frr": self.target_frr,
         }
         (folder / "calibration.json").write_text(json.dumps(meta, indent=1))
         np.savez(
             folder / "calibration.npz",
+            top_ref=self.top_ref,
+            dist_ref=self.dist_ref,
+            centre=self.centre,
             vectors=self.vectors.astype(np.float16),
             ids=np.array(self.ids, dtype=np.str_),
             groups=np.array(self.groups, dtype=np.str_),
@@ -79,19 +113,25 @@ class Calibration:
 
     @classmethod
     def load(cls, folder: Path) -> Calibration | None:
+        """None when the run has no calibration, or one written by an older version."""
         if not (folder / "calibration.json").is_file():
             return None
         meta = json.loads((folder / "calibration.json").read_text())
+        if meta.get("version") != 2:
+            return None
         with np.load(folder / "calibration.npz", allow_pickle=False) as z:
-            vectors = z["vectors"].astype(np.float32)
+            arrays = {k: z[k] for k in ("top_ref", "dist_ref", "centre", "vectors")}
             ids, groups = [str(i) for i in z["ids"]], [str(g) for g in z["groups"]]
         return cls(
             meta["classes"],
             meta["thresholds"],
             meta["parents"],
-            meta["distance"],
+            meta["limit"],
             meta["target_frr"],
-            vectors,
+            arrays["top_ref"],
+            arrays["dist_ref"],
+            arrays["centre"].astype(np.float32),
+            arrays["vectors"].astype(np.float32),
             ids,
             groups,
         )
@@ -100,7 +140,8 @@ class Calibration:
         return {
             "thresholds": {k: round(v, 4) for k, v in self.thresholds.items()},
             "parents": {k: round(v, 4) for k, v in self.parents.items()},
-            "distance": round(self.distance, 4),
+            "limit": round(self.limit, 4),
+            "distance": round(float(np.quantile(self.dist_ref, 0.5)), 4) if len(self.dist_ref) else 0.0,
             "target_frr": self.target_frr,
         }
 
@@ -110,39 +151,33 @@ class Calibration:
         top = int(np.argmax(probs))
         group, p = self.classes[top], float(probs[top])
         nearest: dict[str, Any] | None = None
-        dist = 0.0
+        dist = 1.0
         if len(self.vectors):
-            sims = self.vectors @ _unit(vector)
+            sims = self.vectors @ self.space(vector)
             k = int(np.argmax(sims))
             dist = max(0.0, float(1.0 - sims[k]))
             nearest = {"id": self.ids[k], "group": self.groups[k], "distance": round(dist, 6)}
-        leaf_t = self.thresholds.get(group, 0.0)
-        confident = p >= leaf_t
+        s, r_top, r_dist = (float(v[0]) for v in self.strangeness(np.array([p]), np.array([dist])))
+        strange = s > self.limit
         fallback = None
-        if not confident:
+        if strange or p < self.thresholds.get(group, 0.0):
             sums = subtree_sums(probs, self.classes)
             for parent in ancestors(group):
                 if parent in self.parents and float(sums[parent]) >= self.parents[parent]:
                     fallback = parent
                     break
-        far = self.distance > 0 and dist > self.distance
-        # Ranked by the probability (the stronger signal on real data); images rejected for their
-        # distance are put above 1 as well.
-        score = leaf_t / max(p, 1e-6)
-        if far:
-            score = max(score, 1.0 + (dist - self.distance))
-        if far:
-            reason = f"far from every training image (distance {dist:.3f} > {self.distance:.3f})"
-        elif not confident and fallback is None:
-            reason = f"no group is confident ({group} {p:.3f} < {leaf_t:.3f})"
-        else:
-            reason = None
+        reason = None
+        if strange and fallback is None:
+            reason = (
+                f"unlike the known images: {group} {p:.3f} is lower than {r_top:.0%} of their answers, "
+                f"distance {dist:.3f} to the nearest one is larger than {r_dist:.0%} of theirs"
+            )
         return {
             "unknown": reason is not None,
             "reason": reason,
-            "fallback": None if far else fallback,
+            "fallback": fallback,
             "nearest": nearest,
-            "score": round(score, 4),
+            "score": round(s / max(self.limit, 1e-6), 4),
         }
 
 
@@ -155,24 +190,37 @@ def calibrate(
     *,
     target_frr: float,
 ) -> Calibration:
-    """Thresholds that reject about target_frr of the known images (out-of-fold, so honest).
-    The two tests (probability, distance) share the budget: target_frr / 2 each."""
-    q = target_frr / 2
+    """A limit that rejects about target_frr of the known images (out-of-fold and leave-one-out, so honest)."""
     top, answer = oof_probs.max(1), oof_probs.argmax(1)
-    overall = float(np.quantile(top, q))
+    overall = float(np.quantile(top, target_frr))
     thresholds = {}
     for i, c in enumerate(classes):
         # The top probability of the images answered as this group; too few of them: all images'.
         values = top[answer == i]
-        thresholds[c] = float(np.quantile(values, q)) if len(values) >= MIN_PER_GROUP else overall
+        thresholds[c] = float(np.quantile(values, target_frr)) if len(values) >= MIN_PER_GROUP else overall
     parents = {}
     sums = subtree_sums(oof_probs, classes)
     for parent, values in sums.items():
         members = np.array([c == parent or c.startswith(parent + "/") for c in classes])[labels]
         if members.any():
-            parents[parent] = float(np.quantile(values[members], q))
-    unit = _unit(vectors)
-    nn = nearest_distances(unit) if len(unit) > 1 else np.zeros(1)
-    distance = float(np.quantile(nn, 1.0 - q)) if len(nn) else 0.0
-    groups = [classes[i] for i in labels]
-    return Calibration(classes, thresholds, parents, distance, target_frr, unit, list(ids), groups)
+            parents[parent] = float(np.quantile(values[members], target_frr))
+    powered = _power(vectors)
+    centre = powered.mean(0) if len(powered) else np.zeros(vectors.shape[1], np.float32)
+    space = _unit(powered - centre)
+    nn = nearest_distances(space) if len(space) > 1 else np.zeros(len(space), np.float32)
+    cal = Calibration(
+        classes,
+        thresholds,
+        parents,
+        1.0,
+        target_frr,
+        np.sort(top).astype(np.float32),
+        np.sort(nn).astype(np.float32),
+        centre.astype(np.float32),
+        space,
+        list(ids),
+        [classes[i] for i in labels],
+    )
+    known, _, _ = cal.strangeness(top, nn)
+    cal.limit = conformal_quantile(known, target_frr) if len(known) else 1.0
+    return cal

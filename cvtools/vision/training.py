@@ -299,7 +299,7 @@ def train_head_mode(
         views = [ctx.store.get(bb.fingerprint, shas, v, bb.feature_dim) for v in (0, 1)]
         labels = np.array([s.label for s in samples])
         oof = anomalies.out_of_fold_probs(
-            views, labels, shas, len(split.classes), params=HeadParams(epochs=20), cancelled=lambda: job.cancelled
+            views, labels, shas, len(split.classes), params=hp, cancelled=lambda: job.cancelled
         )
         job.check()
         calibration = calibrate(
