@@ -35,6 +35,29 @@ def _layers(pairs: list[dict]) -> dict[str, int]:
     return out
 
 
+def _content(path: Path, max_pixels: int) -> tuple[np.ndarray, float]:
+    """The drawing cropped to its ink (pixels unlike the background), as 64x64 grey, and its aspect ratio."""
+    im = imaging.load_rgb(path, max_pixels=max_pixels)
+    im.thumbnail((512, 512))
+    g = np.asarray(im.convert("L"), dtype=np.float32)
+    bg = float(np.median(np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])))
+    ys, xs = np.nonzero(np.abs(g - bg) > 24)
+    if len(ys) == 0:
+        return np.zeros((64, 64), np.float32), 1.0
+    crop = g[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    small = np.asarray(Image.fromarray(crop).resize((64, 64), Image.Resampling.BILINEAR), dtype=np.float32)
+    return small, crop.shape[1] / crop.shape[0]
+
+
+def same_drawing(a: Path, b: Path, max_pixels: int) -> bool:
+    """A pixel-level judge independent of the detectors: the inked parts of both images, scaled to
+    the same size, correlate at 0.9 or more and have the same shape (aspect within 10 %)."""
+    (x, ra), (y, rb) = _content(a, max_pixels), _content(b, max_pixels)
+    if abs(np.log(ra / rb)) > np.log(1.1) or x.std() == 0 or y.std() == 0:
+        return False
+    return float(np.corrcoef(x.ravel(), y.ravel())[0, 1]) >= 0.9
+
+
 def main() -> None:
     root = openclipart()
     settings, ds, jobs, engine = build()
@@ -90,6 +113,16 @@ def main() -> None:
     by_pair = {frozenset((p["a"]["id"], p["b"]["id"])): p for p in pairs}
     copy_dist = sorted(by_pair[p]["distance"] for p in injected if p in by_pair)
 
+    # Which listed pairs are the same drawing, by pixels (openclipart holds real duplicates too)?
+    def judged(pair_ids: frozenset) -> bool:
+        pr = by_pair[pair_ids]
+        return same_drawing(Path(pr["a"]["path"]), Path(pr["b"]["path"]), settings.max_image_pixels)
+
+    copies_judged_same = sum(judged(x) for x in injected & found)
+    others_same = sum(judged(x) for x in found - injected)
+    true_pairs = len(injected & found) + others_same
+    false_pairs = len(found) - true_pairs
+
     sheet = [by_pair[x] for x in sorted(found - injected, key=lambda x: by_pair[x]["distance"])][:24]
     if sheet:
         canvas = Image.new("RGB", (2 * 128 + 10, 128 * len(sheet)), "white")
@@ -143,6 +176,12 @@ def main() -> None:
                     "other_pairs_listed": len(found - injected),
                     "search_s": round(dup_s, 2),
                     "copy_distances": copy_dist,
+                    "pixel_judge": {
+                        "injected_found_judged_same": copies_judged_same,
+                        "other_pairs_judged_same": others_same,
+                        "true_pairs_listed": true_pairs,
+                        "false_pairs_listed": false_pairs,
+                    },
                     "other_pairs_by_layers": _layers([by_pair[x] for x in found - injected]),
                     "other_pairs_same_sha256": sum(
                         1

@@ -121,12 +121,14 @@ def tiny_client(tiny_settings: Settings) -> Iterator[TestClient]:
         yield c
 
 
-def fill_classes(client: TestClient, per_class: int = 12, classes: tuple[str, ...] = ("red", "green", "blue")) -> None:
+def fill_classes(
+    client: TestClient, per_class: int = 12, classes: tuple[str, ...] = ("red", "green", "blue"), size: int = 72
+) -> None:
     from .helpers import class_image
 
     for cls in classes:
         client.post("/api/groups", json={"name": cls})
-        files = [("files", (f"{cls}{i}.png", class_image(cls, i), "image/png")) for i in range(per_class)]
+        files = [("files", (f"{cls}{i}.png", class_image(cls, i, size), "image/png")) for i in range(per_class)]
         r = client.post(f"/api/groups/{cls}/images", files=files)
         assert len(r.json()["added"]) == per_class, r.text
 

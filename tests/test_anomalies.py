@@ -74,13 +74,15 @@ def test_duplicates_found_cross_group_first(tiny_settings: Settings, monkeypatch
     from cvtools.vision import engine as engine_mod
 
     monkeypatch.setattr(engine_mod, "PHASH_CONFIRM", 1e6)
-    with TestClient(create_app(tiny_settings.model_copy(update={"max_equal_distance": 0.001}))) as tiny_client:
+    with TestClient(
+        create_app(tiny_settings.model_copy(update={"max_equal_distance": 0.001, "phash_max_bits": 10}))
+    ) as tiny_client:
         wait_jobs(tiny_client)
         _check_duplicates(tiny_client)
 
 
 def _check_duplicates(tiny_client: TestClient) -> None:
-    fill_classes(tiny_client, per_class=10)
+    fill_classes(tiny_client, per_class=10, size=128)
     originals = tiny_client.get("/api/groups/red/images").json()["images"][:3]
     copies = []
     for n, (orig, how) in enumerate(zip(originals, ["resized", "cropped", "resized"], strict=True)):
@@ -122,3 +124,39 @@ def test_pair_search_units() -> None:
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]])
     errs = anom.label_errors(probs, np.array([0, 0, 1]))
     assert [e.index for e in errs] == [1]
+
+
+def test_content_signature_sees_the_drawing_not_the_canvas() -> None:
+    from PIL import ImageDraw
+
+    from cvtools import imaging
+    from cvtools.vision.engine import CONTENT_SAME_BITS
+
+    def page(shape: str, mirror: bool = False, scale: float = 1.0) -> Image.Image:
+        """A small drawing on a large white page, as clip-art collections store them."""
+        img = Image.new("RGB", (800, 1100), "white")
+        d = ImageDraw.Draw(img)
+        d.polygon([(300, 700), (500, 700), (400, 520)], outline="red", width=12)  # the sign's frame
+        if shape == "arrow":
+            d.polygon(
+                [(350, 660), (430, 620), (430, 640), (460, 640), (460, 680), (430, 680), (430, 700)], fill="black"
+            )
+        else:
+            d.ellipse((375, 615, 425, 665), fill="black")
+        if mirror:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if scale != 1.0:
+            img = img.resize((int(800 * scale), int(1100 * scale)))
+        return img
+
+    def bits(a: Image.Image, b: Image.Image) -> int:
+        sa, sb = imaging.content_signature(a), imaging.content_signature(b)
+        assert sa is not None and sb is not None
+        return int((sa[0] != sb[0]).sum())
+
+    arrow = page("arrow")
+    same = bits(arrow, page("arrow", scale=0.7))
+    assert same <= CONTENT_SAME_BITS
+    # a different pictogram in the same frame, and the mirror image, read as different drawings
+    assert bits(arrow, page("dot")) > CONTENT_SAME_BITS and bits(arrow, page("arrow", mirror=True)) > CONTENT_SAME_BITS
+    assert imaging.content_signature(Image.new("RGB", (800, 1100), "white")) is None

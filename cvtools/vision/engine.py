@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .. import imaging
 from ..dataset import Dataset
 from ..errors import BadInput, Conflict, NoModel, NotFound
 from ..jobs import Job, JobRunner
@@ -39,6 +40,13 @@ from .training import (
 log = logging.getLogger(__name__)
 
 PHASH_CONFIRM = 1.5
+# Differing bits of 1024 between the drawn parts of two images (imaging.content_signature), from
+# openclipart pairs (anomaly_bench): copies 0-41, different drawings on the same template 20-170,
+# mirror images and small objects on the same empty canvas 150-433 (a copy cropped into its drawing: 206).
+# None (a tiny or blank drawing) keeps the pair: the check only removes.
+CONTENT_SAME_BITS = 45
+CONTENT_DIFFERENT_BITS = 240
+CONTENT_ASPECT = 0.2  # |log| of the aspect-ratio quotient beyond which the drawn parts differ
 
 
 class Engine:
@@ -498,11 +506,35 @@ class Engine:
         # A hash match alone is weak on plain drawings (white backgrounds hash alike): the
         # embeddings must agree too, within PHASH_CONFIRM times the duplicate distance.
         loose = PHASH_CONFIRM * self.settings.max_equal_distance
+        signatures: dict[int, tuple[np.ndarray, float] | None] = {}
+
+        def drawn_bits(i: int, j: int) -> int | None:
+            """Differing bits of the two drawn parts (content_signature); None when unknown."""
+            for k in (i, j):
+                if k not in signatures:
+                    signatures[k] = self._signature(rows[k])
+            a, b = signatures[i], signatures[j]
+            if a is None or b is None:
+                return None
+            if abs(np.log(a[1] / b[1])) > CONTENT_ASPECT:
+                return len(a[0])
+            return int((a[0] != b[0]).sum())
+
         for i, j, _ in anom.phash_pairs([r["phash"] for r in rows], self.settings.phash_max_bits):
-            if 1.0 - float(unit[i] @ unit[j]) <= loose:
+            d = 1.0 - float(unit[i] @ unit[j])
+            if d <= self.settings.max_equal_distance:
                 add(i, j, "perceptual hash")
+            elif d <= loose:
+                # beyond the embedding cut, only when the drawn parts agree as well
+                bits = drawn_bits(i, j)
+                if bits is None or bits <= CONTENT_SAME_BITS:
+                    add(i, j, "perceptual hash")
         for i, j, _ in anom.embedding_pairs(vecs, self.settings.max_equal_distance):
-            add(i, j, "embedding")
+            # Close embeddings of drawings that differ (mirror images, small objects on the same
+            # empty canvas) are left out when the drawn parts disagree strongly.
+            bits = drawn_bits(i, j) if (i, j) not in found else None
+            if bits is None or bits <= CONTENT_DIFFERENT_BITS:
+                add(i, j, "embedding")
         pairs = []
         for (i, j), info in found.items():
             a, b = rows[i], rows[j]
@@ -520,6 +552,13 @@ class Engine:
         for n, pair in enumerate(pairs, 1):
             pair["pair"] = n
         return {"pairs": pairs, "checked": len(rows)}
+
+    def _signature(self, row: Any) -> tuple[np.ndarray, float] | None:
+        try:
+            img = imaging.load_rgb(self.dataset.abs_path(row), max_pixels=self.settings.max_image_pixels, min_side=512)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            return None
+        return imaging.content_signature(img)
 
     def _brief(self, r: Any) -> dict[str, Any]:
         return {
