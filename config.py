@@ -76,6 +76,12 @@ anomaly_method = "cross_validation"
 # Number of parts the Group images are split into for cross_validation (2-20).
 anomaly_folds = 5
 
+# "single": each image in one group. "multi": an image may be in several groups (a red dress in
+# "red" and in "dress"); top-level groups marked exclusive are attributes whose sub-groups are its
+# values. Only the starting mode of a new dataset: the Dataset page switches it afterwards, and the
+# choice is kept in the dataset's catalog.
+label_mode = "single"
+
 # Two images whose perceptual hashes differ in at most this many of 64 bits are duplicates.
 phash_max_bits = 6
 

@@ -14,7 +14,8 @@ from typing import Any
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS groups (
     name TEXT PRIMARY KEY,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    exclusive INTEGER NOT NULL DEFAULT 0  -- a root whose children are the values of one attribute
 );
 CREATE TABLE IF NOT EXISTS images (
     id TEXT PRIMARY KEY,
@@ -46,6 +47,11 @@ CREATE TABLE IF NOT EXISTS moves (
     src TEXT NOT NULL,
     dst TEXT NOT NULL
 );
+-- Dataset-wide choices made on the pages (label_mode), so they travel with the dataset.
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS oplog (
     ts REAL NOT NULL,
     op TEXT NOT NULL,
@@ -66,6 +72,9 @@ class Catalog:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(groups)")}
+        if "exclusive" not in columns:  # catalogs made before multi-label datasets
+            self._db.execute("ALTER TABLE groups ADD COLUMN exclusive INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         with self._lock:

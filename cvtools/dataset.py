@@ -29,6 +29,7 @@ from .errors import BadInput, Conflict, NotFound
 log = logging.getLogger(__name__)
 
 STATUSES = ("group", "new", "deleted")
+LABEL_MODES = ("single", "multi")
 STATE = ".cvtools"
 _BAD_NAME_CHARS = re.compile(r'[/\\<>:"|?*\x00-\x1f\x7f]')
 
@@ -86,7 +87,7 @@ class Incoming:
 
 
 class Dataset:
-    def __init__(self, root: Path, *, max_image_pixels: int) -> None:
+    def __init__(self, root: Path, *, max_image_pixels: int, label_mode: str = "single") -> None:
         self.root = root
         self.state = root / STATE
         self.files_dir = self.state / "files"
@@ -99,6 +100,11 @@ class Dataset:
         self.catalog = Catalog(self.state / "catalog.sqlite")
         self._lock = threading.RLock()
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        if self.catalog.one("SELECT 1 FROM meta WHERE key = 'label_mode'") is None:
+            if label_mode not in LABEL_MODES:
+                raise BadInput("label_mode must be single or multi")
+            with self.catalog.transaction() as db:
+                db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('label_mode', ?)", (label_mode,))
         self.recover()
 
     # ---- paths -------------------------------------------------------------------------
@@ -163,6 +169,111 @@ class Dataset:
             log.warning("recovery: %s", p)
         return problems
 
+    # ---- label mode (multi-label datasets) ----------------------------------------------
+    @property
+    def label_mode(self) -> str:
+        row = self.catalog.one("SELECT value FROM meta WHERE key = 'label_mode'")
+        return row["value"] if row else "single"
+
+    def multi_members(self) -> int:
+        """Images (by content) that are Group members of more than one group."""
+        row = self.catalog.one(
+            "SELECT count(*) AS n FROM (SELECT sha256 FROM images WHERE status = 'group'"
+            " GROUP BY sha256 HAVING count(DISTINCT grp) > 1)"
+        )
+        return int(row["n"]) if row else 0
+
+    def set_label_mode(self, mode: str) -> str:
+        if mode not in LABEL_MODES:
+            raise BadInput("label_mode must be single or multi")
+        with self._lock:
+            if mode == "single" and (n := self.multi_members()):
+                raise Conflict(
+                    f"{n} image(s) are in more than one group; remove the extra memberships "
+                    "(delete them from all but one group) before switching to single-label mode"
+                )
+            with self.catalog.transaction() as db:
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('label_mode', ?)", (mode,))
+                Catalog.log(db, "label_mode", mode=mode)
+        self._emit("groups", label_mode=mode)
+        return mode
+
+    def exclusive_roots(self) -> list[str]:
+        return [r["name"] for r in self.catalog.all("SELECT name FROM groups WHERE exclusive = 1 ORDER BY name")]
+
+    def set_exclusive(self, name: str, exclusive: bool) -> None:
+        """Mark a root group as one attribute whose children are its values (one softmax head)."""
+        with self._lock:
+            name = self.require_group(name)
+            if exclusive and "/" in name:
+                raise BadInput("only a top-level group can be exclusive (its sub-groups are the values)")
+            with self.catalog.transaction() as db:
+                db.execute("UPDATE groups SET exclusive = ? WHERE name = ?", (int(bool(exclusive)), name))
+                Catalog.log(db, "set_exclusive", name=name, exclusive=bool(exclusive))
+        self._emit("groups", name=name)
+
+    def memberships(self, shas: list[str]) -> dict[str, list[str]]:
+        """sha256 -> the groups in which it is a Group member."""
+        out: dict[str, list[str]] = {}
+        unique = list(dict.fromkeys(shas))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            for r in self.catalog.all(
+                f"SELECT sha256, grp FROM images WHERE status = 'group' AND sha256 IN ({','.join('?' * len(chunk))})"
+                " ORDER BY grp",
+                chunk,
+            ):
+                out.setdefault(r["sha256"], []).append(r["grp"])
+        return out
+
+    def add_to_group(self, ids: list[str], group: str) -> int:
+        """Multi-label mode: make images Group members of one more group. The group's folder gets the
+        file as a hard link (a copy where the file system has none); already a member: skipped."""
+        if self.label_mode != "multi":
+            raise Conflict("an image can be in several groups only in multi-label mode (switch it on the Dataset page)")
+        group = self.require_group(group)
+        rows = self._rows_for(ids)
+        added = 0
+        with self._lock:
+            taken: set[str] = set()
+            staged: list[tuple[dict[str, Any], Path]] = []
+            try:
+                for row in rows:
+                    if row["status"] != "group":
+                        raise BadInput(
+                            f"image {row['id']!r} is {row['status']}; only Group images can join another group"
+                        )
+                    if self.catalog.one(
+                        "SELECT 1 FROM images WHERE sha256 = ? AND grp = ? AND status = 'group'", (row["sha256"], group)
+                    ) or any(r["sha256"] == row["sha256"] for r, _ in staged):
+                        continue
+                    tmp = self.new_tmp_path()
+                    try:
+                        os.link(self.abs_path(row), tmp)
+                    except OSError:
+                        shutil.copy2(self.abs_path(row), tmp)
+                    new = {**dict(row), "id": secrets.token_hex(8), "grp": group, "created": time.time() + added * 1e-6}
+                    new["filename"] = self._unique_filename(group, row["filename"], taken)
+                    staged.append((new, tmp))
+                    added += 1
+                if staged:
+                    with self.catalog.transaction() as db:
+                        for new, tmp in staged:
+                            db.execute(
+                                "INSERT INTO images VALUES (:id, :grp, :status, :filename, :ext, :sha256, :phash,"
+                                " :source, :width, :height, :size, :created)",
+                                new,
+                            )
+                            self._plan_move(db, tmp, self.rel_path(new))
+                        Catalog.log(db, "add_to_group", group=group, ids=[n["id"] for n, _ in staged])
+                    self._apply_moves()
+            finally:
+                for _, tmp in staged:
+                    tmp.unlink(missing_ok=True)
+        if added:
+            self._emit("images", groups=[group])
+        return added
+
     # ---- groups ---------------------------------------------------------------------------
     def group_names(self) -> list[str]:
         return [r["name"] for r in self.catalog.all("SELECT name FROM groups ORDER BY name")]
@@ -178,9 +289,17 @@ class Dataset:
         for r in self.catalog.all("SELECT grp, status, count(*) AS n FROM images GROUP BY grp, status"):
             counts.setdefault(r["grp"], dict.fromkeys(STATUSES, 0))[r["status"]] = r["n"]
         out = []
-        for name in self.group_names():
+        for r in self.catalog.all("SELECT name, exclusive FROM groups ORDER BY name"):
+            name = r["name"]
             parent = name.rsplit("/", 1)[0] if "/" in name else None
-            out.append({"name": name, "parent": parent, "counts": counts.get(name, dict.fromkeys(STATUSES, 0))})
+            group: dict[str, Any] = {
+                "name": name,
+                "parent": parent,
+                "counts": counts.get(name, dict.fromkeys(STATUSES, 0)),
+            }
+            if r["exclusive"]:  # only attributes carry it: the original's listing keeps its exact shape
+                group["exclusive"] = True
+            out.append(group)
         return out
 
     def totals(self) -> dict[str, int]:
@@ -292,7 +411,12 @@ class Dataset:
             "SELECT * FROM images WHERE grp = ? AND status = ? ORDER BY created, id LIMIT ? OFFSET ?",
             (group, status, limit, offset),
         )
-        return total, [self.image_json(r) for r in rows]
+        images = [self.image_json(r) for r in rows]
+        if self.label_mode == "multi":
+            groups = self.memberships([r["sha256"] for r in rows])
+            for img in images:
+                img["groups"] = groups.get(img["sha256"], [])
+        return total, images
 
     def rows_with_status(self, status: str = "group") -> list[sqlite3.Row]:
         return self.catalog.all("SELECT * FROM images WHERE status = ? ORDER BY grp, created, id", (status,))
@@ -421,6 +545,14 @@ class Dataset:
                     continue
                 new = dict(row)
                 new["status"], new["grp"] = status, target_group
+                if (
+                    status == "group"
+                    and db.execute(
+                        "SELECT 1 FROM images WHERE sha256 = ? AND grp = ? AND status = 'group' AND id != ?",
+                        (row["sha256"], target_group, row["id"]),
+                    ).fetchone()
+                ):
+                    raise Conflict(f"image {row['id']!r} is already in group {target_group!r}")
                 if status == "group":
                     new["filename"] = self._unique_filename(target_group, row["filename"], taken)
                     if not self.catalog.one("SELECT 1 FROM groups WHERE name = ?", (target_group,)):

@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     cv_unknown: bool = False
     anomaly_method: Literal["cross_validation", "production"] = "cross_validation"
     anomaly_folds: int = 5
+    label_mode: Literal["single", "multi"] = "single"
     phash_max_bits: int = 6
     grab_google_url: str = "https://www.google.com/wml/search"
     grab_bing_url: str = "https://www.bing.com/images/async"

@@ -22,6 +22,7 @@ from . import anomalies as anom
 from .backbone import Backbone, load_backbone
 from .batcher import Batcher
 from .embeddings import EmbeddingStore, Item
+from .head import HeadParams
 from .index import SimilarityIndex
 from .onnx_runtime import accelerate
 from .predictor import Predictor, load_predictor
@@ -34,6 +35,7 @@ from .training import (
     resolve_mode,
     split_dataset,
     train,
+    train_multi,
     validate_params,
 )
 
@@ -46,6 +48,7 @@ PHASH_CONFIRM = 1.5
 # None (a tiny or blank drawing) keeps the pair: the check only removes.
 CONTENT_SAME_BITS = 45
 CONTENT_DIFFERENT_BITS = 240
+STRONG = 0.8  # multi-label anomalies: a membership below 0.2 or a missing one above 0.8
 CONTENT_ASPECT = 0.2  # |log| of the aspect-ratio quotient beyond which the drawn parts differ
 
 
@@ -181,6 +184,9 @@ class Engine:
             "score": None,
             "calibrated": False,
         }
+        if p.layout is not None:
+            # multi-label: the predicted set; "unknown" is not calibrated for these models
+            return {**none, "labels": p.label_set(probs), "note": "multi-label model: the labels are the answer"}
         if not self.settings.unknown_detection:
             return none
         if p.calibration is None:
@@ -301,7 +307,16 @@ class Engine:
         backbone_name = self._backbone.name if self._backbone else self.settings.neuronet
         clean = validate_params(params or {}, backbone_name)
         rows = self.dataset.rows_with_status("group")
-        split_dataset(rows, self.dataset.abs_path, test_size=self.settings.test_size)  # 400 now, not in the job
+        multi = self.dataset.label_mode == "multi"
+        if multi:
+            if mode_resolved == "finetune":
+                if mode == "finetune":
+                    raise BadInput("fine-tuning is not available for multi-label datasets yet; use head mode")
+                mode_resolved = "head"
+            if len({r["grp"] for r in rows}) < 2:
+                raise BadInput("at least 2 groups need Group images to train")
+        else:
+            split_dataset(rows, self.dataset.abs_path, test_size=self.settings.test_size)  # 400 now, not in the job
         run = self.registry.new_run_id()
         record: dict[str, Any] = {
             "id": run,
@@ -340,17 +355,30 @@ class Engine:
                 self.settings.unknown_false_rejection if self.settings.unknown_detection else None,
             )
             try:
-                done, _ = train(
-                    ctx,
-                    self.dataset.rows_with_status("group"),
-                    self.dataset.abs_path,
-                    mode=mode_resolved,
-                    params=record["params"],
-                    test_size=self.settings.test_size,
-                    job=job,
-                    record=record,
-                    publish=lambda r: self.publish("run", _summary(r)),
-                )
+                if multi:
+                    done, _ = train_multi(
+                        ctx,
+                        self.dataset.rows_with_status("group"),
+                        self.dataset.abs_path,
+                        self.dataset.exclusive_roots(),
+                        params=record["params"],
+                        test_size=self.settings.test_size,
+                        job=job,
+                        record=record,
+                        publish=lambda r: self.publish("run", _summary(r)),
+                    )
+                else:
+                    done, _ = train(
+                        ctx,
+                        self.dataset.rows_with_status("group"),
+                        self.dataset.abs_path,
+                        mode=mode_resolved,
+                        params=record["params"],
+                        test_size=self.settings.test_size,
+                        job=job,
+                        record=record,
+                        publish=lambda r: self.publish("run", _summary(r)),
+                    )
             except BaseException as exc:
                 record["state"] = "cancelled" if job.cancelled else "failed"
                 record["error"] = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
@@ -439,6 +467,8 @@ class Engine:
         return result
 
     def _errors(self, p: Predictor, method: str, job: Job | None) -> dict[str, Any]:
+        if self.dataset.label_mode == "multi":
+            return self._membership_errors(p, method, job)
         rows = self.dataset.rows_with_status("group")
         if method == "production":
             rows = [r for r in rows if r["grp"] in p.classes]
@@ -488,6 +518,67 @@ class Engine:
                 }
             )
         return {"items": items, "method": method, "checked": len(rows)}
+
+    def _membership_errors(self, p: Predictor, method: str, job: Job | None) -> dict[str, Any]:
+        """Multi-label datasets: memberships the model strongly rejects (kind "rejected": the image is
+        in `group` with a low probability) and memberships it strongly predicts but that are missing
+        (kind "missing": `detected` with a high probability), strongest first."""
+        from . import multilabel as ml
+
+        rows = self.dataset.rows_with_status("group")
+        by_sha: dict[str, list[Any]] = {}
+        for r in rows:
+            by_sha.setdefault(r["sha256"], []).append(r)
+        layout = p.layout or ml.Layout.build(sorted({r["grp"] for r in rows}), self.dataset.exclusive_roots())
+        if len(layout.outputs) < 2 or len(by_sha) < 4:
+            return {"items": [], "method": method, "message": "at least 2 groups and 4 images are needed"}
+        shas = sorted(by_sha)
+        firsts = [by_sha[s][0] for s in shas]
+        y = np.array([[any(r["grp"] == g for r in by_sha[s]) for g in layout.outputs] for s in shas], dtype=bool)
+        views = self._views(p.backbone, firsts, [0, 1], job)
+        if method == "production" and p.layout is not None and p.head is not None:
+            probs = ml.evaluate_multi(p.head, views, layout)
+        else:
+            probs = ml.out_of_fold(
+                views,
+                y,
+                shas,
+                layout,
+                k=self.settings.anomaly_folds,
+                params=HeadParams(epochs=30),
+                cancelled=(lambda: job.cancelled) if job else (lambda: False),
+            )
+        items: list[dict[str, Any]] = []
+        for i, s in enumerate(shas):
+            for j, g in enumerate(layout.outputs):
+                pr = float(probs[i, j])
+                if y[i, j] and pr < 1 - STRONG:
+                    r = next(r for r in by_sha[s] if r["grp"] == g)
+                    other = [k for k in np.argsort(-probs[i]) if not y[i, k]]
+                    det = int(other[0]) if other else j
+                    items.append(self._membership_item(r, "rejected", g, pr, layout.outputs[det], float(probs[i, det])))
+                elif not y[i, j] and pr > STRONG:
+                    r = by_sha[s][0]
+                    own = float(probs[i, layout.outputs.index(r["grp"])]) if r["grp"] in layout.outputs else 0.0
+                    items.append(self._membership_item(r, "missing", r["grp"], own, g, pr))
+        # strongest first: how sure the model is that the membership is wrong / missing
+        items.sort(key=lambda it: -(it["detected_probability"] if it["kind"] == "missing" else 1 - it["probability"]))
+        return {"items": items, "method": method, "checked": len(shas), "label_mode": "multi"}
+
+    def _membership_item(
+        self, r: Any, kind: str, group: str, p_group: float, detected: str, p_detected: float
+    ) -> dict[str, Any]:
+        return {
+            "id": r["id"],
+            "path": str(self.dataset.abs_path(r)),
+            "thumb": f"/api/images/{r['id']}/thumb",
+            "url": f"/api/images/{r['id']}/file",
+            "kind": kind,
+            "group": group,
+            "probability": round(p_group, 4),
+            "detected": detected,
+            "detected_probability": round(p_detected, 4),
+        }
 
     def _duplicates(self, p: Predictor, job: Job | None) -> dict[str, Any]:
         rows = self.dataset.rows_with_status("group") + self.dataset.rows_with_status("new")

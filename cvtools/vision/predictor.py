@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 from .backbone import Backbone, load_backbone
 from .head import HeadModel
+from .multilabel import Layout, predict_sets, probabilities
 from .openset import Calibration
 from .preprocess import Preprocess
 
@@ -26,6 +27,15 @@ class Predictor:
     head: HeadModel | None
     tta_flip: bool = True
     calibration: Calibration | None = None
+    layout: Layout | None = None  # multi-label: which outputs form one softmax; else one softmax over all
+    thresholds: np.ndarray | None = None  # multi-label: per group, the probability from which it is predicted
+
+    def label_set(self, probs: np.ndarray) -> list[str]:
+        """Multi-label models: the groups predicted for one image (highest first)."""
+        if self.layout is None or self.thresholds is None:
+            return []
+        chosen = predict_sets(probs[None, :], self.layout, self.thresholds)[0]
+        return [self.classes[i] for i in np.argsort(-probs) if chosen[i]]
 
     @property
     def preprocess(self) -> Preprocess:
@@ -54,7 +64,7 @@ class Predictor:
             both = torch.cat([batch, torch.flip(batch, dims=[3])]) if self.tta_flip else batch
             all_feats = self.features(both)
             all_logits = self.logits_from_features(all_feats)
-            p = F.softmax(all_logits, dim=1)
+            p = probabilities(all_logits, self.layout) if self.layout else F.softmax(all_logits, dim=1)
             if self.tta_flip:
                 p = (p[:n] + p[n:]) / 2
         return p.float().numpy(), all_feats[:n].float().numpy(), all_logits[:n].float().numpy()
@@ -101,6 +111,10 @@ def load_predictor(run_dir: Path, base: Backbone | None) -> Predictor:
             if bb.fingerprint != cfg["fingerprint"]:
                 raise ValueError(f"the backbone {cfg['backbone']!r} of run {record['id']} is not available")
         tta = bool(record["params"].get("tta_flip", True))
+        if "multi" in cfg:
+            layout = Layout.from_json(cfg["multi"]["layout"])
+            thresholds = np.array(cfg["multi"]["thresholds"], dtype=np.float32)
+            return Predictor(record["id"], "head", record["classes"], bb, head, tta, None, layout, thresholds)
         return Predictor(record["id"], "head", record["classes"], bb, head, tta, Calibration.load(run_dir))
     bb = load_finetuned(run_dir, record)
     return Predictor(record["id"], "finetune", record["classes"], bb, None, False)

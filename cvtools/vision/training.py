@@ -366,3 +366,121 @@ def train(
     )
     ctx.registry.write(record)
     return record, predictor
+
+
+def train_multi(
+    ctx: TrainContext,
+    rows: list[Any],
+    path_of: Callable[[Any], Path],
+    exclusive_roots: list[str],
+    *,
+    params: dict[str, Any],
+    test_size: float,
+    job: Job,
+    record: dict[str, Any],
+    publish: Callable[[dict[str, Any]], None],
+) -> tuple[dict[str, Any], Predictor]:
+    """Head mode for a multi-label dataset: one sample per image content (sha256) with the set of
+    groups it is a Group member of; per-attribute softmax heads plus one sigmoid per label."""
+    from . import multilabel as ml
+
+    started = time.perf_counter()
+    first: dict[str, Any] = {}
+    sets: dict[str, set[str]] = {}
+    for r in rows:
+        first.setdefault(r["sha256"], r)
+        sets.setdefault(r["sha256"], set()).add(r["grp"])
+    layout = ml.Layout.build(sorted({g for s in sets.values() for g in s}), exclusive_roots)
+    if len(layout.outputs) < 2:
+        raise BadInput(f"at least 2 groups need Group images to train (found {len(layout.outputs)})")
+    shas = sorted(sets)
+    y = np.array([[g in sets[s] for g in layout.outputs] for s in shas], dtype=bool)
+    is_val = ml.split_multi(shas, y, test_size=test_size)
+    if not is_val.any():
+        raise BadInput("too few images to keep some aside for checking (each label combination needs 2 or more)")
+    bb = ctx.backbone
+    k = int(params["augment_views"])
+    train_views = [0, 1, *range(2, 2 + k)]
+    work = [(Item(s, path_of(first[s])), train_views if not v else [0, 1]) for s, v in zip(shas, is_val, strict=True)]
+    computed, errors = embed_missing(ctx.store, bb, work, batch_size=ctx.batch_size, max_pixels=ctx.max_pixels, job=job)
+    if errors:
+        raise BadInput(f"{len(errors)} image(s) could not be read: {errors[0]}")
+    tr = [s for s, v in zip(shas, is_val, strict=True) if not v]
+    va = [s for s, v in zip(shas, is_val, strict=True) if v]
+    x_train = np.concatenate([ctx.store.get(bb.fingerprint, tr, v, bb.feature_dim) for v in train_views])
+    y_train = np.tile(y[~is_val], (len(train_views), 1))
+    val_views = [ctx.store.get(bb.fingerprint, va, v, bb.feature_dim) for v in ([0, 1] if params["tta_flip"] else [0])]
+    record.update(
+        classes=layout.outputs,
+        label_mode="multi",
+        counts={"train": len(tr), "val": len(va)},
+        group_sizes={g: int(y[:, j].sum()) for j, g in enumerate(layout.outputs)},
+        embedded_images=computed,
+    )
+    hp = HeadParams(
+        epochs=int(params["epochs"]),
+        head_learning_rate=float(params["head_learning_rate"]),
+        hidden_units=int(params["hidden_units"]),
+        weight_decay=float(params["weight_decay"]),
+    )
+
+    def on_epoch(row: EpochRow) -> None:
+        record["epochs"].append(row.to_json())
+        best = max(record["epochs"], key=lambda e: (e["accuracy"], -e["loss"]))
+        record["best"] = {"epoch": best["epoch"], "accuracy": best["accuracy"]}
+        job.result = {"run": record["id"], "epochs": record["epochs"], "best": record["best"]}
+        job.progress(row.epoch, hp.epochs, f"Epoch {row.epoch} of {hp.epochs}: micro-F1 {row.accuracy:.3f}")
+        publish(record)
+
+    job.progress(0, hp.epochs, "Training the heads")
+    head, _ = ml.train_multi_head(
+        x_train,
+        y_train,
+        val_views,
+        y[is_val],
+        layout=layout,
+        params=hp,
+        on_epoch=on_epoch,
+        cancelled=lambda: job.cancelled,
+    )
+    job.check()
+    probs = ml.evaluate_multi(head, val_views, layout)
+    thresholds = ml.calibrate_thresholds(probs, y[is_val])
+    metrics = ml.report(probs, y[is_val], layout, thresholds)
+    if params["use_all_images"]:
+        job.progress(hp.epochs, hp.epochs, "Training on all images")
+        x_all = np.concatenate([x_train, *val_views])
+        y_all = np.concatenate([y_train, *[y[is_val]] * len(val_views)])
+        head, _ = ml.train_multi_head(
+            x_all,
+            y_all,
+            [],
+            np.zeros((0, len(layout.outputs))),
+            layout=layout,
+            params=hp,
+            cancelled=lambda: job.cancelled,
+        )
+        job.check()
+    multi = {"layout": layout.to_json(), "thresholds": [float(t) for t in thresholds]}
+    head.save(
+        ctx.registry.run_dir(record["id"]) / "head",
+        {"classes": layout.outputs, "backbone": bb.name, "fingerprint": bb.fingerprint, "multi": multi},
+    )
+    record.update(
+        state="done",
+        multi=multi,
+        accuracy=metrics["micro_f1"],
+        micro_f1=metrics["micro_f1"],
+        macro_f1=metrics["macro_f1"],
+        per_group=metrics["per_group"],
+        attributes=metrics["attributes"],
+        confusion=None,
+        predictions=[],
+        seconds=round(time.perf_counter() - started, 2),
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    )
+    ctx.registry.write(record)
+    predictor = Predictor(
+        record["id"], "head", layout.outputs, bb, head, bool(params["tta_flip"]), None, layout, thresholds
+    )
+    return record, predictor

@@ -156,6 +156,7 @@ def analyze(
         "fallback": verdict["fallback"],
         "nearest": verdict["nearest"],
         "score": verdict["score"],
+        "labels": verdict.get("labels"),
     }
 
 

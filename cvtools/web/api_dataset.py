@@ -38,8 +38,13 @@ class NewGroup(BaseModel):
     parent: str | None = None
 
 
-class RenameGroup(BaseModel):
-    name: str
+class ChangeGroup(BaseModel):
+    name: str | None = None
+    exclusive: bool | None = None
+
+
+class LabelMode(BaseModel):
+    label_mode: str
 
 
 class StatusChange(BaseModel):
@@ -76,8 +81,27 @@ def create_group(body: NewGroup, ctx: Ctx) -> dict[str, str]:
 
 
 @router.patch("/api/groups/{group:path}", responses=ERRORS)
-def rename_group(group: str, body: RenameGroup, ctx: Ctx) -> dict[str, str]:
-    return {"name": ctx.dataset.rename_group(group, body.name)}
+def change_group(group: str, body: ChangeGroup, ctx: Ctx) -> dict[str, Any]:
+    """Rename (`name`: the new leaf name) and/or mark a top-level group `exclusive`."""
+    if body.name is None and body.exclusive is None:
+        raise BadInput("give a new name, exclusive, or both")
+    if body.exclusive is not None:
+        ctx.dataset.set_exclusive(group, body.exclusive)
+    name = ctx.dataset.rename_group(group, body.name) if body.name is not None else ctx.dataset.require_group(group)
+    if body.exclusive is None:
+        return {"name": name}  # a rename answers as API.md says
+    return {"name": name, "exclusive": name in ctx.dataset.exclusive_roots()}
+
+
+@router.get("/api/dataset/mode")
+def get_label_mode(ctx: Ctx) -> dict[str, Any]:
+    return {"label_mode": ctx.dataset.label_mode, "multi_members": ctx.dataset.multi_members()}
+
+
+@router.put("/api/dataset/mode", responses=ERRORS)
+def put_label_mode(body: LabelMode, ctx: Ctx) -> dict[str, Any]:
+    """single <-> multi; back to single is refused (409) while an image is in several groups."""
+    return {"label_mode": ctx.dataset.set_label_mode(body.label_mode), "multi_members": ctx.dataset.multi_members()}
 
 
 @router.delete("/api/groups/{group:path}", responses=ERRORS)
@@ -150,6 +174,12 @@ def set_status(body: StatusChange, ctx: Ctx) -> dict[str, int]:
 @router.post("/api/images/move", responses=ERRORS)
 def move_images(body: MoveRequest, ctx: Ctx) -> dict[str, int]:
     return {"moved": ctx.dataset.move(body.ids, body.group)}
+
+
+@router.post("/api/images/add", responses=ERRORS)
+def add_to_group(body: MoveRequest, ctx: Ctx) -> dict[str, int]:
+    """Multi-label mode: the images become Group members of one more group (409 in single mode)."""
+    return {"added": ctx.dataset.add_to_group(body.ids, body.group)}
 
 
 @router.get("/api/images/{image_id}", responses=ERRORS)

@@ -133,7 +133,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         events = EventHub()
         events.bind(asyncio.get_running_loop())
-        dataset = await asyncio.to_thread(Dataset, settings.dataset_dir, max_image_pixels=settings.max_image_pixels)
+        dataset = await asyncio.to_thread(
+            Dataset,
+            settings.dataset_dir,
+            max_image_pixels=settings.max_image_pixels,
+            label_mode=settings.label_mode,
+        )
         jobs = JobRunner()
         jobs.listeners.append(lambda data: events.publish("job", data))
         dataset.listeners.append(lambda data: events.publish("dataset", data))

@@ -55,6 +55,7 @@
     $("sel-info").textContent = n ? `${n} selected` : "";
     $("btn-move").disabled = n === 0 || (state.type === "duplicates" && !$("move-target").value);
     $("btn-delete").disabled = n === 0;
+    $("btn-add").disabled = n === 0 || (state.type === "duplicates" && !$("move-target").value);
     $("move-target").options[0].textContent = state.type === "errors" ? "the detected group" : "choose a group…";
   }
 
@@ -69,11 +70,14 @@
       $("anomaly-note").textContent = items.length
         ? `${items.length} image(s) fit another group better (checked ${state.data.checked || 0}; ${state.data.method}); worst first. Caption: detected group and probability, then own group.`
         : (state.data.message || "No errors found.");
-      const lens = items.map((it) => ({ url: it.url, caption: `${it.detected} ${it.detected_probability} / ${it.group} ${it.probability}` }));
+      // multi-label items say which membership is doubtful: one it has (rejected) or one it lacks (missing)
+      const describe = (it) => it.kind === "rejected" ? [`not ${it.group} ${it.probability.toFixed(3)}`, ` (in it; best other: ${it.detected} ${it.detected_probability.toFixed(3)})`]
+        : it.kind === "missing" ? [`also ${it.detected} ${it.detected_probability.toFixed(3)}`, ` (not in it; in ${it.group})`]
+          : [`${it.detected} ${it.detected_probability.toFixed(3)}`, ` / ${it.group} ${it.probability.toFixed(3)}`];
+      const lens = items.map((it) => ({ url: it.url, caption: describe(it).join("") }));
       list.replaceChildren(...items.map((it, i) => el("div", { class: `err-card${state.selected.has(it.id) ? " selected" : ""}`, "data-id": it.id, onclick: () => toggle(it.id), ondblclick: () => Lens.open(lens, i) },
         el("img", { src: it.thumb, loading: "lazy", alt: "" }),
-        el("div", { class: "caption" }, el("span", { class: "det", text: `${it.detected} ${it.detected_probability.toFixed(3)}` }),
-          el("span", { text: ` / ${it.group} ${it.probability.toFixed(3)}` })))));
+        el("div", { class: "caption" }, el("span", { class: "det", text: describe(it)[0] }), el("span", { text: describe(it)[1] })))));
     } else {
       const pairs = state.data.pairs;
       $("anomaly-note").textContent = pairs.length ? `${pairs.length} pair(s); pairs across groups first, then by distance. Selecting an image marks it wherever it appears.`
@@ -104,6 +108,21 @@
     } catch (e) { toast(e.message, "error"); }
   }
 
+  async function addSelected() {
+    const target = $("move-target").value;
+    try {
+      const byGroup = {};
+      for (const it of state.data.items.filter((x) => state.selected.has(x.id))) {
+        const g = target || it.detected;
+        (byGroup[g] = byGroup[g] || []).push(it.id);
+      }
+      let n = 0;
+      for (const [group, gids] of Object.entries(byGroup)) n += (await api("POST", "/api/images/add", { ids: gids, group })).added;
+      toast(`${n} image(s) added to a group`);
+      await load();
+    } catch (e) { toast(e.message, "error"); }
+  }
+
   async function deleteSelected() {
     try {
       const r = await api("POST", "/api/images/status", { ids: [...state.selected], status: "deleted" });
@@ -117,6 +136,8 @@
     $("btn-calc").addEventListener("click", calculate);
     $("btn-move").addEventListener("click", moveSelected);
     $("btn-delete").addEventListener("click", deleteSelected);
+    $("btn-add").addEventListener("click", addSelected);
+    $("btn-add").hidden = (await api("GET", "/api/dataset/mode")).label_mode !== "multi";
     $("move-target").addEventListener("change", updateButtons);
     const groups = (await api("GET", "/api/groups")).groups;
     $("move-target").append(...groups.map((g) => el("option", { value: g.name, text: g.name })));

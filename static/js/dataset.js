@@ -13,13 +13,18 @@
     loading: false,
     selected: new Set(),
     generation: 0,
+    labelMode: "single",
+    moveKind: "move", // the group dialog moves, or (multi-label) adds a membership
   };
   const $ = (id) => document.getElementById(id);
 
   // ---- groups --------------------------------------------------------------------------
   async function loadGroups() {
-    const data = await api("GET", "/api/groups");
+    const [data, mode] = await Promise.all([api("GET", "/api/groups"), api("GET", "/api/dataset/mode")]);
     state.groups = data.groups;
+    state.labelMode = mode.label_mode;
+    $("mode-multi").checked = state.labelMode === "multi";
+    $("btn-also").hidden = state.labelMode !== "multi";
     if (state.group && !state.groups.some((g) => g.name === state.group)) {
       state.group = null;
       resetImages();
@@ -38,12 +43,16 @@
       const item = el("li", { role: "treeitem", "data-group": g.name, class: g.name === state.group ? "selected" : "" },
         el("button", { class: "tree-node", style: `padding-left:${0.6 + depth * 1.1}rem`, onclick: () => selectGroup(g.name) },
           el("span", { class: "tree-name", text: leaf }),
+          g.exclusive ? el("span", { class: "chip", text: "attribute", title: "Its sub-groups are the values of one attribute: one per image" }) : "",
           el("span", { class: "tree-count", text: String(g.counts.group), title: `${g.counts.group} in group, ${g.counts.new} new, ${g.counts.deleted} deleted` }),
           g.counts.new ? el("span", { class: "tree-new", text: `+${g.counts.new}`, title: "New images waiting for review" }) : ""));
       tree.append(item);
     }
     $("btn-rename-group").disabled = !state.group;
     $("btn-delete-group").disabled = !state.group;
+    const current = state.groups.find((x) => x.name === state.group);
+    $("btn-exclusive").hidden = !(state.labelMode === "multi" && current && !current.parent);
+    $("btn-exclusive").textContent = current && current.exclusive ? "Not an attribute" : "Attribute";
     $("current-group").textContent = state.group || "Select a group";
   }
 
@@ -124,7 +133,10 @@
     const node = el("div", { class: `tile${state.selected.has(img.id) ? " selected" : ""}`, "data-id": img.id, title: img.filename },
       el("img", { src: img.thumb, loading: "lazy", decoding: "async", alt: img.filename, width: 160, height: 160 }),
       el("button", { class: "tile-num", text: String(i + 1), title: "Open in the lens", onclick: (e) => { e.stopPropagation(); openLens(img.id); } }),
-      el("span", { class: "tile-name", text: img.filename }));
+      el("span", { class: "tile-name", text: img.filename }),
+      (img.groups || []).length > 1
+        ? el("span", { class: "tile-chips" }, ...img.groups.filter((g) => g !== img.group).map((g) => el("span", { class: "chip", text: g, title: `Also in ${g}` })))
+        : "");
     node.addEventListener("click", () => toggle(img.id, node));
     node.addEventListener("dblclick", () => openLens(img.id));
     return node;
@@ -150,7 +162,7 @@
   function updateSelectionInfo() {
     const n = state.selected.size;
     $("selection-info").textContent = state.total ? `${n} of ${state.total} selected` : "";
-    for (const id of ["btn-to-group", "btn-delete-images", "btn-move"]) $(id).disabled = n === 0;
+    for (const id of ["btn-to-group", "btn-delete-images", "btn-move", "btn-also"]) $(id).disabled = n === 0;
     $("btn-to-group").hidden = state.status === "group";
     $("btn-delete-images").hidden = state.status === "deleted";
     $("btn-invert").disabled = state.images.length === 0;
@@ -182,8 +194,13 @@
     const target = $("dlg-move-target").value;
     if (!ids.length || !target) return;
     try {
-      const r = await api("POST", "/api/images/move", { ids, group: target });
-      toast(`${r.moved} image(s) moved to ${target}`);
+      if (state.moveKind === "also") {
+        const r = await api("POST", "/api/images/add", { ids, group: target });
+        toast(`${r.added} image(s) now also in ${target}`);
+      } else {
+        const r = await api("POST", "/api/images/move", { ids, group: target });
+        toast(`${r.moved} image(s) moved to ${target}`);
+      }
       state.selected.clear();
       await refresh();
     } catch (e) { toast(e.message, "error"); }
@@ -313,10 +330,29 @@
     $("btn-invert").addEventListener("click", invertSelection);
     $("btn-to-group").addEventListener("click", () => changeStatus("group"));
     $("btn-delete-images").addEventListener("click", () => changeStatus("deleted"));
-    $("btn-move").addEventListener("click", () => {
+    const openMove = (kind) => {
+      state.moveKind = kind;
+      $("dlg-move-title").textContent = kind === "also" ? "Also in group" : "Move to group";
+      $("dlg-move-ok").textContent = kind === "also" ? "Add" : "Move";
       $("dlg-move-target").replaceChildren(...state.groups.filter((g) => g.name !== state.group || state.status !== "group")
         .map((g) => el("option", { value: g.name, text: g.name })));
       $("dlg-move").showModal();
+    };
+    $("btn-move").addEventListener("click", () => openMove("move"));
+    $("btn-also").addEventListener("click", () => openMove("also"));
+    $("mode-multi").addEventListener("change", async (e) => {
+      try {
+        await api("PUT", "/api/dataset/mode", { label_mode: e.target.checked ? "multi" : "single" });
+        toast(e.target.checked ? "Multi-label: an image may now be in several groups" : "Single-label: one group per image");
+      } catch (err) { e.target.checked = !e.target.checked; toast(err.message, "error"); }
+      await loadGroups();
+      reloadImages();
+    });
+    $("btn-exclusive").addEventListener("click", async () => {
+      const g = state.groups.find((x) => x.name === state.group);
+      if (!g) return;
+      try { await api("PATCH", `/api/groups/${encodeGroup(g.name)}`, { exclusive: !g.exclusive }); } catch (err) { toast(err.message, "error"); }
+      await loadGroups();
     });
     $("dlg-move-ok").addEventListener("click", (e) => { e.preventDefault(); $("dlg-move").close(); moveSelected(); });
     $("btn-upload").addEventListener("click", () => $("file-input").click());

@@ -83,6 +83,7 @@
   }
 
   function renderEpochs(run) {
+    $("epochs-metric").textContent = run.label_mode === "multi" ? "micro-F1" : "Accuracy";
     const body = $("epochs-table").querySelector("tbody");
     const best = run.best ? run.best.epoch : null;
     body.replaceChildren(...run.epochs.map((e) => el("tr", { class: e.epoch === best ? "main-model" : "" },
@@ -119,7 +120,28 @@
     text(W - P - 60, H - 8, `epoch ${epochs.length}`);
   }
 
+  function renderMulti(run) {
+    const block = $("multi-block");
+    if (run.label_mode !== "multi" || !run.per_group) { block.hidden = true; return; }
+    block.hidden = false;
+    $("multi-micro").textContent = run.micro_f1.toFixed(3);
+    $("multi-macro").textContent = run.macro_f1.toFixed(3);
+    const f = (v) => v.toFixed(3);
+    $("multi-groups").replaceChildren(
+      el("thead", {}, el("tr", {}, ...["group", "precision", "recall", "F1", "images checked", "threshold"].map((t) => el("th", { text: t })))),
+      el("tbody", {}, ...Object.entries(run.per_group).map(([g, m]) => el("tr", {},
+        el("th", { text: g }), el("td", { text: f(m.precision) }), el("td", { text: f(m.recall) }), el("td", { text: f(m.f1) }),
+        el("td", { text: String(m.support) }), el("td", { text: f(m.threshold) })))));
+    $("multi-attributes").replaceChildren(...Object.entries(run.attributes || {}).map(([name, a]) => el("div", {},
+      el("h4", { text: `${name}: accuracy ${a.accuracy.toFixed(3)} (rows: true value, columns: predicted)` }),
+      el("table", { class: "data confusion" },
+        el("thead", {}, el("tr", {}, el("th", { text: "" }), ...a.values.map((v) => el("th", { text: v.split("/").pop() })))),
+        el("tbody", {}, ...a.confusion.map((row, i) => el("tr", {}, el("th", { text: a.values[i].split("/").pop() }),
+          ...row.map((v, j) => el("td", { class: `cell ${i === j ? "diag" : ""}`, text: String(v) })))))))));
+  }
+
   function renderConfusion(run) {
+    renderMulti(run);
     const block = $("confusion-block");
     if (!run.confusion) { block.hidden = true; return; }
     block.hidden = false;

@@ -1,0 +1,287 @@
+"""Multi-label heads: one softmax per exclusive attribute, one sigmoid per independent label.
+
+A top-level group marked exclusive is an attribute; its leaf sub-groups are the values, trained as
+one softmax (images without a value for it are left out of that attribute's loss). Every other leaf
+group is an independent yes/no label with binary cross-entropy. Each output keeps a threshold
+calibrated on the check images (best F1), so an answer is a set of groups.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .head import MIN_STEPS, EpochRow, HeadModel, HeadParams
+
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
+
+
+@dataclass
+class Layout:
+    outputs: list[str]  # one per leaf group with images, sorted
+    attributes: dict[str, list[int]]  # exclusive root -> output indices of its values
+
+    @property
+    def independent(self) -> list[int]:
+        taken = {i for idx in self.attributes.values() for i in idx}
+        return [i for i in range(len(self.outputs)) if i not in taken]
+
+    @classmethod
+    def build(cls, groups: list[str], exclusive_roots: list[str]) -> Layout:
+        outputs = sorted(groups)
+        attributes: dict[str, list[int]] = {}
+        for root in sorted(exclusive_roots):
+            idx = [i for i, g in enumerate(outputs) if g.startswith(root + "/")]
+            if len(idx) >= 2:
+                attributes[root] = idx
+        return cls(outputs, attributes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"outputs": self.outputs, "attributes": self.attributes}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Layout:
+        return cls(list(d["outputs"]), {k: list(v) for k, v in d["attributes"].items()})
+
+
+def probabilities(logits: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """Each group's own probability: softmax within an attribute, sigmoid for a label."""
+    p = torch.sigmoid(logits)
+    for idx in layout.attributes.values():
+        p[:, idx] = F.softmax(logits[:, idx], dim=1)
+    return p
+
+
+def loss_fn(logits: torch.Tensor, y: torch.Tensor, layout: Layout, pos_weight: torch.Tensor) -> torch.Tensor:
+    total = logits.new_zeros(())
+    ind = layout.independent
+    if ind:
+        total = total + F.binary_cross_entropy_with_logits(logits[:, ind], y[:, ind], pos_weight=pos_weight[ind])
+    for idx in layout.attributes.values():
+        has = y[:, idx].sum(1) > 0
+        if has.any():
+            target = y[has][:, idx].argmax(1)
+            total = total + F.cross_entropy(logits[has][:, idx], target, label_smoothing=0.05)
+    return total
+
+
+def predict_sets(probs: np.ndarray, layout: Layout, thresholds: np.ndarray) -> np.ndarray:
+    """Bool matrix: each label above its threshold; per attribute at most its best value."""
+    out = probs >= thresholds[None, :]
+    for idx in layout.attributes.values():
+        best = np.array(idx)[probs[:, idx].argmax(1)]
+        keep = np.zeros_like(out[:, idx])
+        keep[np.arange(len(probs)), [idx.index(b) for b in best]] = True
+        out[:, idx] &= keep
+    return out
+
+
+def f1_counts(pred: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    tp = (pred & y).sum(0)
+    return tp, (pred & ~y).sum(0), (~pred & y).sum(0)
+
+
+def micro_macro_f1(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    tp, fp, fn = f1_counts(pred, y)
+    micro = 2 * tp.sum() / max(1, 2 * tp.sum() + fp.sum() + fn.sum())
+    per = 2 * tp / np.maximum(1, 2 * tp + fp + fn)
+    present = y.sum(0) > 0
+    return float(micro), float(per[present].mean()) if present.any() else 0.0
+
+
+def calibrate_thresholds(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per output, the threshold with the best F1 on the check images; 0.5 without positives there."""
+    out = np.full(probs.shape[1], 0.5, dtype=np.float32)
+    for j in range(probs.shape[1]):
+        if not y[:, j].any():
+            continue
+        scores = []
+        for t in THRESHOLD_GRID:
+            pred = probs[:, j] >= t
+            tp = int((pred & y[:, j]).sum())
+            scores.append(2 * tp / max(1, 2 * tp + int((pred & ~y[:, j]).sum()) + int((~pred & y[:, j]).sum())))
+        # Ties: the threshold nearest 0.5, the least surprising one.
+        best = max(range(len(scores)), key=lambda k: (round(scores[k], 6), -abs(THRESHOLD_GRID[k] - 0.5)))
+        out[j] = THRESHOLD_GRID[best]
+    return out
+
+
+def evaluate_multi(head: HeadModel, views: list[np.ndarray], layout: Layout) -> np.ndarray:
+    head.eval()
+    with torch.inference_mode():
+        return torch.stack([probabilities(head(torch.from_numpy(v)), layout) for v in views]).mean(0).numpy()
+
+
+def train_multi_head(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    val_views: list[np.ndarray],
+    y_val: np.ndarray,
+    *,
+    layout: Layout,
+    params: HeadParams,
+    seed: int = 0,
+    on_epoch: Callable[[EpochRow], None] | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> tuple[HeadModel, list[EpochRow]]:
+    """As head.train_head, with the multi-label loss; the kept epoch has the best micro-F1 (then loss).
+    EpochRow.accuracy carries the micro-F1 at 0.5 (per attribute: its best value)."""
+    torch.manual_seed(seed)
+    n_out = len(layout.outputs)
+    head = HeadModel(x_train.shape[1], n_out, params.hidden_units, params.dropout)
+    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train.astype(np.float32))
+    head.mean.copy_(xt.mean(0))
+    head.scale.fill_(float(1.0 / (xt.var(0).mean().sqrt() + 1e-6)))
+    pos = yt.sum(0)
+    # Rare labels weigh more, capped so that a label seen twice does not dominate.
+    pos_weight = torch.clamp((len(yt) - pos) / torch.clamp(pos, min=1), 1.0, 10.0)
+    opt = torch.optim.AdamW(head.parameters(), lr=params.head_learning_rate, weight_decay=params.weight_decay)
+    steps_per_epoch = max(MIN_STEPS, math.ceil(len(xt) / params.batch))
+    total_steps = params.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
+    )
+    gen = torch.Generator().manual_seed(seed)
+    rows: list[EpochRow] = []
+    best: tuple[float, float] | None = None
+    best_state: dict[str, torch.Tensor] = {}
+    half = np.full(n_out, 0.5, dtype=np.float32)
+    yv = y_val.astype(bool)
+    for epoch in range(1, params.epochs + 1):
+        if cancelled():
+            break
+        t0 = time.perf_counter()
+        head.train()
+        reps = math.ceil(steps_per_epoch * params.batch / len(xt))
+        order = torch.cat([torch.randperm(len(xt), generator=gen) for _ in range(reps)])
+        total = 0.0
+        for step in range(steps_per_epoch):
+            idx = order[step * params.batch : (step + 1) * params.batch]
+            loss = loss_fn(head(xt[idx]), yt[idx], layout, pos_weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        if len(y_val):
+            head.eval()
+            with torch.inference_mode():
+                vloss = float(
+                    np.mean(
+                        [
+                            float(
+                                loss_fn(
+                                    head(torch.from_numpy(v)),
+                                    torch.from_numpy(y_val.astype(np.float32)),
+                                    layout,
+                                    pos_weight,
+                                )
+                            )
+                            for v in val_views
+                        ]
+                    )
+                )
+            probs = evaluate_multi(head, val_views, layout)
+            score = micro_macro_f1(predict_sets(probs, layout, half), yv)[0]
+        else:
+            score, vloss = 0.0, -float(epoch)
+        row = EpochRow(epoch, score, vloss, time.perf_counter() - t0, total / (steps_per_epoch * params.batch))
+        rows.append(row)
+        if best is None or (score, -vloss) > best:
+            best = (score, -vloss)
+            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+        if on_epoch:
+            on_epoch(row)
+    if best_state:
+        head.load_state_dict(best_state)
+    head.eval()
+    return head, rows
+
+
+def split_multi(shas: list[str], y: np.ndarray, *, test_size: float, seed: int = 0) -> np.ndarray:
+    """Bool mask of check images, stratified by label combination: each combination with 2 or more
+    images gives about test_size of them (at least one), ranked by a seeded hash as in single mode."""
+    combos: dict[bytes, list[int]] = {}
+    for i, row in enumerate(y):
+        combos.setdefault(np.packbits(row.astype(bool)).tobytes(), []).append(i)
+    val = np.zeros(len(shas), dtype=bool)
+    for members in combos.values():
+        if len(members) < 2:
+            continue
+        members.sort(key=lambda i: hashlib.sha256(f"{seed}:{shas[i]}".encode()).digest())
+        n_val = min(len(members) - 1, max(1, round(len(members) * test_size)))
+        val[members[:n_val]] = True
+    return val
+
+
+def folds(shas: list[str], k: int) -> np.ndarray:
+    ranks = np.argsort([hashlib.sha256(f"fold:{s}".encode()).digest() for s in shas], kind="stable")
+    out = np.empty(len(shas), dtype=int)
+    out[ranks] = np.arange(len(shas)) % k
+    return out
+
+
+def out_of_fold(
+    views: list[np.ndarray],
+    y: np.ndarray,
+    shas: list[str],
+    layout: Layout,
+    *,
+    k: int = 5,
+    params: HeadParams | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> np.ndarray:
+    """Every image's probabilities from a head that never saw it."""
+    params = params or HeadParams(epochs=30)
+    k = max(2, min(k, len(shas)))
+    fold = folds(shas, k)
+    probs = np.zeros(y.shape, dtype=np.float32)
+    for f in range(k):
+        if cancelled():
+            break
+        train, test = fold != f, fold == f
+        x = np.concatenate([v[train] for v in views])
+        head, _ = train_multi_head(
+            x, np.tile(y[train], (len(views), 1)), [], np.zeros((0, y.shape[1])), layout=layout, params=params, seed=f
+        )
+        probs[test] = evaluate_multi(head, [v[test] for v in views], layout)
+    return probs
+
+
+def report(probs: np.ndarray, y: np.ndarray, layout: Layout, thresholds: np.ndarray) -> dict[str, Any]:
+    """micro/macro F1, per-group precision/recall/F1, per-attribute accuracy and confusion matrix."""
+    yb = y.astype(bool)
+    pred = predict_sets(probs, layout, thresholds)
+    micro, macro = micro_macro_f1(pred, yb)
+    tp, fp, fn = f1_counts(pred, yb)
+    per_group = {
+        g: {
+            "precision": round(float(tp[j] / max(1, tp[j] + fp[j])), 4),
+            "recall": round(float(tp[j] / max(1, tp[j] + fn[j])), 4),
+            "f1": round(float(2 * tp[j] / max(1, 2 * tp[j] + fp[j] + fn[j])), 4),
+            "support": int(yb[:, j].sum()),
+            "threshold": round(float(thresholds[j]), 3),
+        }
+        for j, g in enumerate(layout.outputs)
+    }
+    attributes = {}
+    for root, idx in layout.attributes.items():
+        has = yb[:, idx].any(1)
+        truth, guess = yb[has][:, idx].argmax(1), probs[has][:, idx].argmax(1)
+        confusion = np.zeros((len(idx), len(idx)), dtype=int)
+        for t, p in zip(truth, guess, strict=True):
+            confusion[t, p] += 1
+        attributes[root] = {
+            "values": [layout.outputs[i] for i in idx],
+            "accuracy": round(float((truth == guess).mean()), 4) if len(truth) else 0.0,
+            "confusion": confusion.tolist(),
+        }
+    return {"micro_f1": round(micro, 4), "macro_f1": round(macro, 4), "per_group": per_group, "attributes": attributes}
