@@ -19,6 +19,26 @@ from .app import AppContext, get_ctx
 router = APIRouter(tags=["analysis"])
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 CV_RESPONSES: dict[int | str, dict[str, Any]] = {**ERRORS, 503: ERRORS[400]}
+# [[group, probability], ...]: pairs written without prefixItems, which some OpenAPI tools misread
+CV_LIST = {
+    200: {
+        "description": "[[group, probability], ...] highest first",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "array",
+                    "items": {
+                        "type": "array",
+                        "items": {"anyOf": [{"type": "string"}, {"type": "number"}]},
+                        "minItems": 2,
+                        "maxItems": 2,
+                    },
+                }
+            }
+        },
+    },
+    **CV_RESPONSES,
+}
 _SUFFIX = re.compile(r"^(?P<target>.+):(?P<n>[^:/\\]*)$")
 
 
@@ -65,7 +85,7 @@ def _classify_bytes(ctx: AppContext, data: bytes, n: int | None) -> list[list[An
     return out
 
 
-@router.get("/cv", responses=CV_RESPONSES, response_model=list[tuple[str, float]])
+@router.get("/cv", responses=CV_LIST, response_class=JSONResponse)
 def cv_get(request: Request) -> JSONResponse:
     """`/cv?<local path or http(s) URL>[:n]` -> `[[group, probability], ...]`, highest first."""
     ctx = get_ctx(request)
@@ -79,8 +99,8 @@ def cv_get(request: Request) -> JSONResponse:
 
 @router.post(
     "/cv",
-    responses=CV_RESPONSES,
-    response_model=list[tuple[str, float]],
+    responses=CV_LIST,
+    response_class=JSONResponse,
     openapi_extra={
         "requestBody": {
             "content": {

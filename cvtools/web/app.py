@@ -112,7 +112,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return JSONResponse({"detail": str(exc.detail)}, exc.status_code, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Starlette names only the first route of the path; the answer lists every method it has.
+            headers["Allow"] = ", ".join(_allowed_methods(request, headers.get("Allow", "")))
+        return JSONResponse({"detail": str(exc.detail)}, exc.status_code, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
@@ -124,6 +128,27 @@ def _install_error_handlers(app: FastAPI) -> None:
         if isinstance(exc, OSError):
             return JSONResponse({"detail": f"storage error: {exc.strerror or type(exc).__name__}"}, 507)
         return JSONResponse({"detail": "internal error; the server log has the details"}, 500)
+
+
+def _allowed_methods(request: Request, fallback: str) -> list[str]:
+    """The methods the OpenAPI document lists for the requested path. Group names contain slashes,
+    so a parameter may span segments; of the templates that match, the most literal one wins (as
+    /api/images/status over /api/images/{image_id})."""
+    import re
+
+    patterns = getattr(request.app.state, "allow_patterns", None)
+    if patterns is None:
+        patterns = []
+        for template, ops in request.app.openapi().get("paths", {}).items():
+            rx = re.sub(r"\\{[^}]+\\}", ".+", re.escape(template))
+            literal = len(re.sub(r"{[^}]+}", "", template))
+            patterns.append((re.compile(f"^{rx}$"), literal, {m.upper() for m in ops}))
+        request.app.state.allow_patterns = patterns
+    hits = [(literal, ms) for rx, literal, ms in patterns if rx.match(request.url.path)]
+    if not hits:
+        return [m.strip() for m in fallback.split(",") if m.strip()]
+    best = max(literal for literal, _ in hits)
+    return sorted({m for literal, ms in hits if literal == best for m in ms})
 
 
 def create_app(settings: Settings) -> FastAPI:
