@@ -35,7 +35,9 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def page(browser):  # type: ignore[no-untyped-def]
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    # Playwright's wait_for_function evaluates strings, which the pages' CSP (script-src 'self') forbids;
+    # the CSP itself is checked in test_security and, enforced, in test_csp.
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
