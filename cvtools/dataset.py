@@ -97,6 +97,9 @@ class Dataset:
         for d in (self.root, self.state, self.files_dir, self.thumbs_dir, self.trash_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True)
         self.max_image_pixels = max_image_pixels
+        self.warnings: list[str] = []
+        if not (self.state / "catalog.sqlite").exists():
+            self._before_rebuild()
         self.catalog = Catalog(self.state / "catalog.sqlite")
         self._lock = threading.RLock()
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
@@ -106,6 +109,24 @@ class Dataset:
             with self.catalog.transaction() as db:
                 db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('label_mode', ?)", (label_mode,))
         self.recover()
+
+    def _before_rebuild(self) -> None:
+        """The catalog is gone but the dataset is not empty: the start-up rescan rebuilds it from the
+        group folders. New and Deleted files cannot be placed (their group was only in the catalog);
+        they are kept in .cvtools/recovered, never deleted."""
+        orphans = [p for p in self.files_dir.iterdir() if p.is_file()]
+        has_groups = any(e.is_dir() and not e.name.startswith(".") for e in os.scandir(self.root))
+        if not orphans and not has_groups:
+            return  # a new dataset
+        recovered = self.state / "recovered"
+        recovered.mkdir(exist_ok=True)
+        for p in orphans:
+            os.replace(p, recovered / p.name)
+        self.warnings.append(
+            "the catalog was missing and is rebuilt from the group folders (Group images keep their group);"
+            f" {len(orphans)} New/Deleted image(s) could not be placed and are kept in {STATE}/recovered"
+        )
+        log.warning("dataset %s: %s", self.root, self.warnings[-1])
 
     # ---- paths -------------------------------------------------------------------------
     def rel_path(self, row: sqlite3.Row | dict[str, Any]) -> str:
@@ -608,7 +629,13 @@ class Dataset:
         self, progress: Callable[[int, int, str], None] | None = None, cancelled: Callable[[], bool] = lambda: False
     ) -> dict[str, Any]:
         """Adopt files and folders added by hand; report catalog images whose file vanished."""
-        report: dict[str, Any] = {"adopted": 0, "groups_adopted": [], "vanished": [], "skipped": []}
+        report: dict[str, Any] = {
+            "adopted": 0,
+            "groups_adopted": [],
+            "vanished": [],
+            "skipped": [],
+            "warnings": list(self.warnings),
+        }
         with self._lock:
             report["recovery"] = self._apply_moves()
             known_groups = set(self.group_names())
@@ -701,7 +728,8 @@ class Dataset:
                 db.execute("INSERT OR IGNORE INTO seen (sha256, phash, source) VALUES (?, ?, NULL)", (sha, info.phash))
             report["adopted"] += 1
         if progress:
-            progress(total, total, f"Adopted {report['adopted']} images")
+            note = f"Adopted {report['adopted']} images"
+            progress(total, total, f"{note}; warning: {self.warnings[0]}" if self.warnings else note)
         if report["adopted"] or report["vanished"] or new_groups or vanished_groups:
             self._emit("groups", rescan=True)
         return report

@@ -136,9 +136,9 @@ def upload_images(
     try:
         for f in files:
             tmp = ctx.dataset.new_tmp_path()
+            items.append(Incoming(name=f.filename or "image", path=tmp))  # cleaned up if the write fails
             with open(tmp, "wb") as out:
                 shutil.copyfileobj(f.file, out, 1 << 20)
-            items.append(Incoming(name=f.filename or "image", path=tmp))
     except BaseException:
         for item in items:
             item.path.unlink(missing_ok=True)

@@ -140,8 +140,24 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         if isinstance(exc, OSError):
-            return JSONResponse({"detail": f"storage error: {exc.strerror or type(exc).__name__}"}, 507)
+            return JSONResponse({"detail": storage_message(exc)}, 507)
         return JSONResponse({"detail": "internal error; the server log has the details"}, 500)
+
+
+def storage_message(exc: OSError) -> str:
+    """What the operator can do about a failed disk operation; no paths, no traceback."""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        why = "the disk is full"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        why = "the dataset folder is not writable"
+    else:
+        why = f"a disk operation failed ({exc.strerror or type(exc).__name__})"
+    return (
+        f"storage error: {why}. Nothing was lost: a change already recorded is completed when the "
+        "folder is writable again (at the latest at the next start)."
+    )
 
 
 def _allowed_methods(request: Request, fallback: str) -> list[str]:
