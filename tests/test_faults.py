@@ -5,6 +5,7 @@ test_learning.test_corrupt_production_model_falls_back.)"""
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 from pathlib import Path
 
@@ -20,13 +21,13 @@ from .helpers import assert_consistent, image_bytes
 from .test_api_dataset import snapshot
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    """Every image file under the dataset (any status), by content."""
-    out = {}
-    for p in root.rglob("*"):
-        if p.is_file() and p.suffix in (".png", ".jpg") and "thumbs" not in p.parts:
-            out[p.read_bytes().hex()[:64]] = p.read_bytes()
-    return out
+def _files(root: Path) -> list[str]:
+    """The sha256 of every image file under the dataset (any status), sorted: lost or doubled shows."""
+    return sorted(
+        hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix in (".png", ".jpg") and "thumbs" not in p.parts
+    )
 
 
 def _seed(c: TestClient, n: int = 6) -> list[str]:
