@@ -61,6 +61,8 @@ class Engine:
         self.jobs = jobs
         self.publish = publish
         self.registry = Registry(settings.state_dir / "models")
+        for run in self.registry.mark_interrupted():
+            log.warning("training run %s was interrupted by a stop of the server", run)
         self.store = EmbeddingStore(settings.state_dir / "embeddings.sqlite")
         self._load_lock = threading.Lock()
         self._backbone: Backbone | None = None

@@ -48,6 +48,16 @@ class Registry:
                     continue
         return out
 
+    def mark_interrupted(self) -> list[str]:
+        """Runs a previous process left queued or running (it was stopped or killed) are over."""
+        marked = []
+        for record in self.runs():
+            if record.get("state") in ("queued", "running"):
+                record.update(state="interrupted", error="the server stopped during this run; start it again")
+                self.write(record)
+                marked.append(record["id"])
+        return marked
+
     def production(self) -> str | None:
         try:
             return json.loads(self.pointer.read_text()).get("run")  # type: ignore[no-any-return]
