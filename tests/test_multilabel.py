@@ -149,7 +149,6 @@ def test_training_answers_and_anomalies(multi: TestClient) -> None:
         if i["sha256"] == multi.get(f"/api/images/{missing_img}").json()["sha256"]
     )
     multi.post("/api/images/status", json={"ids": [striped_row["id"]], "status": "deleted"})
-    assert multi.post("/api/train", json={"mode": "finetune"}).status_code == 400
     run = run_training(multi, "head", epochs=30)
     assert run["label_mode"] == "multi" and run["micro_f1"] >= 0.8, run
     assert set(run["per_group"]) == {"colour/blue", "colour/red", "round", "striped"}
@@ -170,3 +169,34 @@ def test_training_answers_and_anomalies(multi: TestClient) -> None:
     assert any(i["kind"] == "missing" and i["detected"] == "striped" for i in top), top
     rejected = next(i for i in top if i["kind"] == "rejected" and i["group"] == "striped")
     assert rejected["probability"] < 0.2
+
+
+def test_finetune_multi_and_onnx_export(multi: TestClient) -> None:
+    """Finetune mode with the Hugging Face multi-label problem type; the exported ONNX file gives the
+    engine's own per-group probabilities (softmax inside the attribute, sigmoid for labels)."""
+    import json
+
+    import onnxruntime as ort
+
+    fill(multi, per=6)
+    run = run_training(multi, "finetune", num_train_epochs=2, per_device_train_batch_size=8)
+    assert run["mode"] == "finetune" and run["label_mode"] == "multi" and len(run["epochs"]) == 2
+    assert set(run["per_group"]) == {"colour/blue", "colour/red", "round", "striped"}
+    assert 0 <= run["micro_f1"] <= 1 and "colour" in run["attributes"]
+    assert multi.post("/api/models/promote", json={"run": run["id"], "build_index": False}).status_code == 200
+    image = picture("red", "striped", 321)
+    cv = dict(multi.post("/cv", content=image).json())
+    assert abs(cv["colour/red"] + cv["colour/blue"] - 1) < 1e-4  # one softmax inside the attribute
+    res = multi.post("/api/classify", files=[("files", ("x.png", image, "image/png"))]).json()["results"][0]
+    assert isinstance(res["labels"], list)
+    onnx = multi.get(f"/api/models/{run['id']}/export?format=onnx")
+    assert onnx.status_code == 200
+    sess = ort.InferenceSession(onnx.content, providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map
+    classes, pre = json.loads(meta["classes"]), json.loads(meta["preprocess"])
+    from cvtools.vision.preprocess import Preprocess
+
+    prep = Preprocess(size=pre["size"], crop_pct=pre["crop_pct"], mean=tuple(pre["mean"]), std=tuple(pre["std"]))
+    probs = sess.run(None, {"pixel_values": prep.batch([Image.open(io.BytesIO(image)).convert("RGB")]).numpy()})[0][0]
+    for c, p in zip(classes, probs, strict=True):
+        assert abs(float(p) - cv[c]) < 1e-3, (c, p, cv[c])

@@ -311,10 +311,6 @@ class Engine:
         rows = self.dataset.rows_with_status("group")
         multi = self.dataset.label_mode == "multi"
         if multi:
-            if mode_resolved == "finetune":
-                if mode == "finetune":
-                    raise BadInput("fine-tuning is not available for multi-label datasets yet; use head mode")
-                mode_resolved = "head"
             if len({r["grp"] for r in rows}) < 2:
                 raise BadInput("at least 2 groups need Group images to train")
         else:
@@ -368,6 +364,7 @@ class Engine:
                         job=job,
                         record=record,
                         publish=lambda r: self.publish("run", _summary(r)),
+                        mode=mode_resolved,
                     )
                 else:
                     done, _ = train(
@@ -679,6 +676,7 @@ class Engine:
         """One .onnx file computing probabilities from a normalised batch (cached in the run folder)."""
         from torch.nn import functional as F
 
+        from . import multilabel as ml
         from .onnx_runtime import _Features, export_classifier, prepare_for_export
 
         record = self.registry.get(run)
@@ -694,10 +692,13 @@ class Engine:
         if p.head is not None:
             prepare_for_export(p.head)
 
+        def to_probs(logits: torch.Tensor) -> torch.Tensor:
+            return ml.probabilities(logits, p.layout) if p.layout else F.softmax(logits, dim=1)
+
         def probabilities(x: torch.Tensor) -> torch.Tensor:
-            probs = F.softmax(p.logits_from_features(p.backbone.features_torch(x)), dim=1)
+            probs = to_probs(p.logits_from_features(p.backbone.features_torch(x)))
             if p.tta_flip:  # the same mirror-image averaging as the engine's own answers
-                flipped = F.softmax(p.logits_from_features(p.backbone.features_torch(torch.flip(x, dims=[3]))), dim=1)
+                flipped = to_probs(p.logits_from_features(p.backbone.features_torch(torch.flip(x, dims=[3]))))
                 probs = (probs + flipped) / 2
             return probs
 

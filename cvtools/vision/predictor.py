@@ -117,4 +117,8 @@ def load_predictor(run_dir: Path, base: Backbone | None) -> Predictor:
             return Predictor(record["id"], "head", record["classes"], bb, head, tta, None, layout, thresholds)
         return Predictor(record["id"], "head", record["classes"], bb, head, tta, Calibration.load(run_dir))
     bb = load_finetuned(run_dir, record)
+    if "multi" in record:
+        layout = Layout.from_json(record["multi"]["layout"])
+        thresholds = np.array(record["multi"]["thresholds"], dtype=np.float32)
+        return Predictor(record["id"], "finetune", record["classes"], bb, None, False, None, layout, thresholds)
     return Predictor(record["id"], "finetune", record["classes"], bb, None, False)

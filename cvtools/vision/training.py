@@ -99,7 +99,7 @@ class Sample:
     id: str
     sha256: str
     path: Path
-    label: int
+    label: Any  # the class index; multi-label fine-tuning: a multi-hot float32 vector
 
 
 @dataclass
@@ -379,9 +379,11 @@ def train_multi(
     job: Job,
     record: dict[str, Any],
     publish: Callable[[dict[str, Any]], None],
+    mode: str = "head",
 ) -> tuple[dict[str, Any], Predictor]:
-    """Head mode for a multi-label dataset: one sample per image content (sha256) with the set of
-    groups it is a Group member of; per-attribute softmax heads plus one sigmoid per label."""
+    """A multi-label dataset: one sample per image content (sha256) with the set of groups it is a
+    Group member of. Head mode: per-attribute softmax heads plus one sigmoid per label on cached
+    embeddings. Finetune mode: the whole network with binary cross-entropy (train_multi_finetune)."""
     from . import multilabel as ml
 
     started = time.perf_counter()
@@ -398,6 +400,8 @@ def train_multi(
     is_val = ml.split_multi(shas, y, test_size=test_size)
     if not is_val.any():
         raise BadInput("too few images to keep some aside for checking (each label combination needs 2 or more)")
+    if mode == "finetune":
+        return train_multi_finetune(ctx, layout, shas, y, is_val, first, path_of, params, job, record, publish, started)
     bb = ctx.backbone
     k = int(params["augment_views"])
     train_views = [0, 1, *range(2, 2 + k)]
@@ -483,4 +487,64 @@ def train_multi(
     predictor = Predictor(
         record["id"], "head", layout.outputs, bb, head, bool(params["tta_flip"]), None, layout, thresholds
     )
+    return record, predictor
+
+
+def train_multi_finetune(
+    ctx: TrainContext,
+    layout: Any,
+    shas: list[str],
+    y: np.ndarray,
+    is_val: np.ndarray,
+    first: dict[str, Any],
+    path_of: Callable[[Any], Path],
+    params: dict[str, Any],
+    job: Job,
+    record: dict[str, Any],
+    publish: Callable[[dict[str, Any]], None],
+    started: float,
+) -> tuple[dict[str, Any], Predictor]:
+    from . import multilabel as ml
+    from .finetune import finetune
+
+    samples = [Sample(first[s]["id"], s, path_of(first[s]), y[i].astype(np.float32)) for i, s in enumerate(shas)]
+    split = Split(
+        layout.outputs,
+        [x for x, v in zip(samples, is_val, strict=True) if not v],
+        [x for x, v in zip(samples, is_val, strict=True) if v],
+    )
+    record.update(
+        classes=layout.outputs,
+        label_mode="multi",
+        counts={"train": len(split.train), "val": len(split.val)},
+        group_sizes={g: int(y[:, j].sum()) for j, g in enumerate(layout.outputs)},
+    )
+    total = int(params["num_train_epochs"])
+
+    def on_epoch(row: EpochRow) -> None:
+        record["epochs"].append(row.to_json())
+        best = max(record["epochs"], key=lambda e: (e["accuracy"], -e["loss"]))
+        record["best"] = {"epoch": best["epoch"], "accuracy": best["accuracy"]}
+        job.result = {"run": record["id"], "epochs": record["epochs"], "best": record["best"]}
+        job.progress(row.epoch, total, f"Epoch {row.epoch} of {total}: micro-F1 {row.accuracy:.3f}")
+        publish(record)
+
+    predictor, probs = finetune(ctx, split, params, record, job, on_epoch, layout=layout)
+    thresholds = ml.calibrate_thresholds(probs, y[is_val])
+    predictor.thresholds = thresholds
+    metrics = ml.report(probs, y[is_val], layout, thresholds)
+    record.update(
+        state="done",
+        multi={"layout": layout.to_json(), "thresholds": [float(t) for t in thresholds]},
+        accuracy=metrics["micro_f1"],
+        micro_f1=metrics["micro_f1"],
+        macro_f1=metrics["macro_f1"],
+        per_group=metrics["per_group"],
+        attributes=metrics["attributes"],
+        confusion=None,
+        predictions=[],
+        seconds=round(time.perf_counter() - started, 2),
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    )
+    ctx.registry.write(record)
     return record, predictor
