@@ -12,7 +12,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-for _k in [k for k in os.environ if k.startswith("CVTOOLS_")]:
+# The app's settings come from the tests alone; CVTOOLS_SLOW (the long test variants) is not a setting.
+for _k in [k for k in os.environ if k.startswith("CVTOOLS_") and k != "CVTOOLS_SLOW"]:
     del os.environ[_k]
 
 from fastapi.testclient import TestClient  # noqa: E402
