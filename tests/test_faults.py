@@ -1,6 +1,6 @@
 """Faults: the disk full or the folder read-only mid-operation, a deleted catalog. A clear error,
 nothing lost, and the dataset consistent once the fault is gone. (A corrupt production model:
-test_learning.test_corrupt_production_model_falls_back.)"""
+test_learning.test_corrupt_production_falls_back_with_message.)"""
 
 from __future__ import annotations
 
