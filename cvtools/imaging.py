@@ -112,7 +112,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def load_rgb(src: Path | bytes, *, max_pixels: int, min_side: int | None = None) -> Image.Image:
-    """Decode to RGB; with min_side, JPEGs decode at a reduced scale (draft) no smaller than it."""
+    """Decode to RGB; with min_side, JPEGs decode at a reduced scale (draft) and other formats are
+    reduced by a whole factor, never below min_side."""
     fmt = sniff(read_head(src))
     if fmt is None:
         raise ImageRejected("not an image (JPEG, PNG, WebP, GIF or BMP expected)")
@@ -126,7 +127,13 @@ def load_rgb(src: Path | bytes, *, max_pixels: int, min_side: int | None = None)
                 if scale >= 2:
                     img.draft("RGB", (max(1, int(w / scale)), max(1, int(h / scale))))
             img.load()
-            return to_rgb(img)
+            rgb = to_rgb(img)
+            if min_side and min(rgb.size) >= 2 * min_side:
+                # A big image (a PNG has no draft mode) is box-reduced by a whole factor right away,
+                # keeping at least min_side: the later bicubic resize then works on a few pixels, not
+                # millions.
+                rgb = rgb.reduce(min(rgb.size) // min_side)
+            return rgb
     except ImageRejected:
         raise
     except Exception as exc:

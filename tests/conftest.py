@@ -124,7 +124,10 @@ def tiny_client(tiny_settings: Settings) -> Iterator[TestClient]:
 
 
 def fill_classes(
-    client: TestClient, per_class: int = 12, classes: tuple[str, ...] = ("red", "green", "blue"), size: int = 72
+    client: TestClient | httpx.Client,
+    per_class: int = 12,
+    classes: tuple[str, ...] = ("red", "green", "blue"),
+    size: int = 72,
 ) -> None:
     from .helpers import class_image
 
@@ -135,7 +138,7 @@ def fill_classes(
         assert len(r.json()["added"]) == per_class, r.text
 
 
-def run_training(client: TestClient, mode: str = "head", timeout: float = 240, **params: object) -> dict:
+def run_training(client: TestClient | httpx.Client, mode: str = "head", timeout: float = 240, **params: object) -> dict:
     r = client.post("/api/train", json={"mode": mode, "params": params})
     assert r.status_code == 202, r.text
     job_id, run = r.json()["job"], r.json()["run"]
@@ -153,27 +156,3 @@ def run_training(client: TestClient, mode: str = "head", timeout: float = 240, *
 def tiny_live_server(tiny_settings: Settings) -> Iterator[LiveServer]:
     with LiveServer(tiny_settings) as server:
         yield server
-
-
-def fill_classes_http(client: httpx.Client, per_class: int = 6) -> None:
-    """fill_classes over real HTTP (live servers)."""
-    from .helpers import class_image
-
-    for cls in ("red", "green", "blue"):
-        client.post("/api/groups", json={"name": cls})
-        files = [("files", (f"{cls}{i}.png", class_image(cls, i), "image/png")) for i in range(per_class)]
-        assert len(client.post(f"/api/groups/{cls}/images", files=files).json()["added"]) == per_class
-
-
-def train_http(client: httpx.Client, epochs: int = 3, timeout: float = 240) -> str:
-    r = client.post("/api/train", json={"mode": "head", "params": {"epochs": epochs}})
-    assert r.status_code == 202, r.text
-    job_id, run = r.json()["job"], r.json()["run"]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/api/jobs/{job_id}").json()
-        if job["state"] in ("done", "failed", "cancelled"):
-            break
-        time.sleep(0.1)
-    assert job["state"] == "done", job
-    return str(run)

@@ -32,6 +32,19 @@ KILLS = 30
 SLOW_KILLS = 100
 
 
+def server_env(tiny_convnext: Path, search_url: str) -> dict[str, str]:
+    """The subprocess's settings: the tiny model, the local fake search engine (Bing format)."""
+    return {
+        "CVTOOLS_NEURONET": str(tiny_convnext),
+        "CVTOOLS_PRELOAD_MODEL": "false",
+        "CVTOOLS_ALLOW_PRIVATE_URLS": "true",
+        "CVTOOLS_GRAB_BING_URL": f"{search_url}/bing/async",
+        "CVTOOLS_GRAB_MIN_SIDE": "16",
+        "CVTOOLS_MAX_IMAGE_PIXELS": "1000000",
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
 class Server:
     def __init__(self, data: Path, env: dict[str, str]) -> None:
         self.data, self.env = data, env
@@ -146,16 +159,7 @@ def fake_search() -> Iterator[FakeSearch]:
 
 def run_kills(kills: int, tmp_path: Path, tiny_convnext: Path, search: FakeSearch) -> dict[str, int]:
     data = tmp_path / "d"
-    env = {
-        "CVTOOLS_NEURONET": str(tiny_convnext),
-        "CVTOOLS_PRELOAD_MODEL": "false",
-        "CVTOOLS_ALLOW_PRIVATE_URLS": "true",
-        "CVTOOLS_GRAB_BING_URL": f"{search.web.url}/bing/async",
-        "CVTOOLS_GRAB_MIN_SIDE": "16",
-        "CVTOOLS_MAX_IMAGE_PIXELS": "1000000",
-        "HF_HUB_OFFLINE": "1",
-    }
-    server = Server(data, env)
+    server = Server(data, server_env(tiny_convnext, search.web.url))
     server.start()
     with httpx.Client(base_url=server.url, timeout=120) as c:
         for cls in ("red", "green", "blue"):

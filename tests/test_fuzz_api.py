@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 
 from cvtools.settings import Settings
 
-from .conftest import LiveServer, fill_classes_http, train_http
+from .conftest import LiveServer, fill_classes, run_training
 
 TOKEN = "fuzz-token-0123456789"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
@@ -46,8 +46,8 @@ def fuzz_server(tiny_convnext: Path, tmp_path_factory: pytest.TempPathFactory) -
     )
     with LiveServer(s) as server:
         with httpx.Client(base_url=server.url, headers=HEADERS, timeout=60) as c:
-            fill_classes_http(c, per_class=6)
-            run = train_http(c, epochs=3)
+            fill_classes(c, per_class=6)
+            run = run_training(c, "head", epochs=3)["id"]
             assert c.post("/api/models/promote", json={"run": run, "build_index": True}).status_code == 200
         yield server
 

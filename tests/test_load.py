@@ -15,7 +15,7 @@ import pytest
 
 from .fakeweb import FakeWeb
 from .helpers import class_image
-from .test_crash import Server
+from .test_crash import Server, server_env
 from .test_grabber import Engine as FakeSearch
 from .test_grabber import serve_images
 
@@ -26,17 +26,7 @@ def hold_load(tmp_path: Path, tiny_convnext: Path, seconds: float) -> dict[str, 
     with FakeWeb() as web:
         search = FakeSearch(web)
         serve_images(web, search, range(60_000, 60_200))
-        server = Server(
-            tmp_path / "d",
-            {
-                "CVTOOLS_NEURONET": str(tiny_convnext),
-                "CVTOOLS_PRELOAD_MODEL": "false",
-                "CVTOOLS_ALLOW_PRIVATE_URLS": "true",
-                "CVTOOLS_GRAB_BING_URL": f"{web.url}/bing/async",
-                "CVTOOLS_GRAB_MIN_SIDE": "16",
-                "HF_HUB_OFFLINE": "1",
-            },
-        )
+        server = Server(tmp_path / "d", server_env(tiny_convnext, web.url))
         server.start()
         try:
             with httpx.Client(base_url=server.url, timeout=120) as c:

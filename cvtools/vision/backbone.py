@@ -52,7 +52,7 @@ class Backbone:
         return torch.flatten(net._avg_pooling(x), 1)  # type: ignore[operator]
 
 
-PREPROCESS_VERSION = "pre2"  # part of every fingerprint: cached embeddings follow preprocessing changes
+PREPROCESS_VERSION = "pre3"  # part of every fingerprint: cached embeddings follow preprocessing changes
 
 
 def _fingerprint(name: str, model: nn.Module) -> str:

@@ -90,6 +90,72 @@ def evaluate_probs(head: HeadModel, views: list[np.ndarray]) -> np.ndarray:
     return torch.stack(probs).mean(0).numpy()
 
 
+def new_head(x_train: np.ndarray, n_out: int, params: HeadParams, seed: int) -> tuple[HeadModel, torch.Tensor]:
+    torch.manual_seed(seed)
+    head = HeadModel(x_train.shape[1], n_out, params.hidden_units, params.dropout)
+    xt = torch.from_numpy(x_train)
+    head.mean.copy_(xt.mean(0))
+    # One global scale, not per feature: a feature that hardly varies in a small training set
+    # must not be blown up into a huge logit on new images.
+    head.scale.fill_(float(1.0 / (xt.var(0).mean().sqrt() + 1e-6)))
+    return head, xt
+
+
+def fit(
+    head: HeadModel,
+    n: int,
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
+    score: Callable[[int], tuple[float, float]],
+    *,
+    params: HeadParams,
+    seed: int,
+    on_epoch: Callable[[EpochRow], None] | None,
+    cancelled: Callable[[], bool],
+) -> int:
+    """The loop both heads share: mini-batch AdamW with cosine decay over `n` training rows;
+    `batch_loss(indices)` is the loss of a mini-batch, `score(epoch)` the (score, check loss) after an
+    epoch. The head ends with the weights of its best epoch (score, then loss); returns that epoch."""
+    opt = torch.optim.AdamW(head.parameters(), lr=params.head_learning_rate, weight_decay=params.weight_decay)
+    # Small datasets still get enough optimiser steps: an epoch is at least MIN_STEPS mini-batches.
+    steps_per_epoch = max(MIN_STEPS, math.ceil(n / params.batch))
+    total_steps = params.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
+    )
+    gen = torch.Generator().manual_seed(seed)
+    best: tuple[float, float] | None = None
+    best_state: dict[str, torch.Tensor] = {}
+    best_epoch = 0
+    for epoch in range(1, params.epochs + 1):
+        if cancelled():
+            break
+        t0 = time.perf_counter()
+        head.train()
+        reps = math.ceil(steps_per_epoch * params.batch / n)
+        order = torch.cat([torch.randperm(n, generator=gen) for _ in range(reps)])
+        total = 0.0
+        for step in range(steps_per_epoch):
+            idx = order[step * params.batch : (step + 1) * params.batch]
+            loss = batch_loss(idx)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        head.eval()
+        acc, vloss = score(epoch)
+        row = EpochRow(epoch, acc, vloss, time.perf_counter() - t0, total / (steps_per_epoch * params.batch))
+        if best is None or (acc, -vloss) > best:
+            best, best_epoch = (acc, -vloss), epoch
+            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+        if on_epoch:
+            on_epoch(row)
+    if best_state:
+        head.load_state_dict(best_state)
+    head.eval()
+    return best_epoch
+
+
 def train_head(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -102,60 +168,32 @@ def train_head(
     on_epoch: Callable[[EpochRow], None] | None = None,
     cancelled: Callable[[], bool] = lambda: False,
 ) -> tuple[HeadModel, list[EpochRow], int]:
-    """Mini-batch AdamW with cosine decay; returns the head of the best epoch (accuracy, then loss)."""
-    torch.manual_seed(seed)
-    head = HeadModel(x_train.shape[1], n_classes, params.hidden_units, params.dropout)
-    xt = torch.from_numpy(x_train)
+    """Softmax head; returns the head of the best epoch (accuracy, then loss), the epoch rows and it."""
+    head, xt = new_head(x_train, n_classes, params, seed)
     yt = torch.from_numpy(y_train.astype(np.int64))
-    head.mean.copy_(xt.mean(0))
-    # One global scale, not per feature: a feature that hardly varies in a small training set
-    # must not be blown up into a huge logit on new images.
-    head.scale.fill_(float(1.0 / (xt.var(0).mean().sqrt() + 1e-6)))
     # Balanced classes: each group weighs the same whatever its image count.
     counts = np.bincount(y_train, minlength=n_classes).astype(np.float32)
     weights = torch.from_numpy(np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)).float()
-    opt = torch.optim.AdamW(head.parameters(), lr=params.head_learning_rate, weight_decay=params.weight_decay)
-    # Small datasets still get enough optimiser steps: an epoch is at least MIN_STEPS mini-batches.
-    steps_per_epoch = max(MIN_STEPS, math.ceil(len(xt) / params.batch))
-    total_steps = params.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
-    )
-    gen = torch.Generator().manual_seed(seed)
     rows: list[EpochRow] = []
-    best: tuple[float, float] | None = None
-    best_state: dict[str, torch.Tensor] = {}
-    best_epoch = 0
-    for epoch in range(1, params.epochs + 1):
-        if cancelled():
-            break
-        t0 = time.perf_counter()
-        head.train()
-        reps = math.ceil(steps_per_epoch * params.batch / len(xt))
-        order = torch.cat([torch.randperm(len(xt), generator=gen) for _ in range(reps)])
-        total = 0.0
-        for step in range(steps_per_epoch):
-            idx = order[step * params.batch : (step + 1) * params.batch]
-            loss = F.cross_entropy(head(xt[idx]), yt[idx], weight=weights, label_smoothing=0.05)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
-        if len(y_val):
-            probs = evaluate_probs(head, val_views)
-            acc = float((probs.argmax(1) == y_val).mean())
-            vloss = float(-np.log(np.clip(probs[np.arange(len(y_val)), y_val], 1e-9, 1)).mean())
-        else:  # no check images: the last epoch is the one kept
-            acc, vloss = 0.0, -float(epoch)
-        row = EpochRow(epoch, acc, vloss, time.perf_counter() - t0, total / (steps_per_epoch * params.batch))
-        rows.append(row)
-        if best is None or (acc, -vloss) > best:
-            best, best_epoch = (acc, -vloss), epoch
-            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
-        if on_epoch:
-            on_epoch(row)
-    if best_state:
-        head.load_state_dict(best_state)
-    head.eval()
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(head(xt[idx]), yt[idx], weight=weights, label_smoothing=0.05)
+
+    def score(epoch: int) -> tuple[float, float]:
+        if not len(y_val):  # no check images: the last epoch is the one kept
+            return 0.0, -float(epoch)
+        probs = evaluate_probs(head, val_views)
+        acc = float((probs.argmax(1) == y_val).mean())
+        return acc, float(-np.log(np.clip(probs[np.arange(len(y_val)), y_val], 1e-9, 1)).mean())
+
+    best_epoch = fit(
+        head,
+        len(xt),
+        batch_loss,
+        score,
+        params=params,
+        seed=seed,
+        on_epoch=lambda r: (rows.append(r), on_epoch(r) if on_epoch else None),
+        cancelled=cancelled,
+    )
     return head, rows, best_epoch

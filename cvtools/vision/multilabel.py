@@ -9,8 +9,6 @@ calibrated on the check images (best F1), so an answer is a set of groups.
 from __future__ import annotations
 
 import hashlib
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +17,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .head import MIN_STEPS, EpochRow, HeadModel, HeadParams
+from .head import EpochRow, HeadModel, HeadParams, fit, new_head
 
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
 
@@ -141,75 +139,38 @@ def train_multi_head(
 ) -> tuple[HeadModel, list[EpochRow]]:
     """As head.train_head, with the multi-label loss; the kept epoch has the best micro-F1 (then loss).
     EpochRow.accuracy carries the micro-F1 at 0.5 (per attribute: its best value)."""
-    torch.manual_seed(seed)
-    n_out = len(layout.outputs)
-    head = HeadModel(x_train.shape[1], n_out, params.hidden_units, params.dropout)
-    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train.astype(np.float32))
-    head.mean.copy_(xt.mean(0))
-    head.scale.fill_(float(1.0 / (xt.var(0).mean().sqrt() + 1e-6)))
+    head, xt = new_head(x_train, len(layout.outputs), params, seed)
+    yt = torch.from_numpy(y_train.astype(np.float32))
     pos = yt.sum(0)
     # Rare labels weigh more, capped so that a label seen twice does not dominate.
     pos_weight = torch.clamp((len(yt) - pos) / torch.clamp(pos, min=1), 1.0, 10.0)
-    opt = torch.optim.AdamW(head.parameters(), lr=params.head_learning_rate, weight_decay=params.weight_decay)
-    steps_per_epoch = max(MIN_STEPS, math.ceil(len(xt) / params.batch))
-    total_steps = params.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
-    )
-    gen = torch.Generator().manual_seed(seed)
+    half = np.full(len(layout.outputs), 0.5, dtype=np.float32)
+    yv, yv_t = y_val.astype(bool), torch.from_numpy(y_val.astype(np.float32))
     rows: list[EpochRow] = []
-    best: tuple[float, float] | None = None
-    best_state: dict[str, torch.Tensor] = {}
-    half = np.full(n_out, 0.5, dtype=np.float32)
-    yv = y_val.astype(bool)
-    for epoch in range(1, params.epochs + 1):
-        if cancelled():
-            break
-        t0 = time.perf_counter()
-        head.train()
-        reps = math.ceil(steps_per_epoch * params.batch / len(xt))
-        order = torch.cat([torch.randperm(len(xt), generator=gen) for _ in range(reps)])
-        total = 0.0
-        for step in range(steps_per_epoch):
-            idx = order[step * params.batch : (step + 1) * params.batch]
-            loss = loss_fn(head(xt[idx]), yt[idx], layout, pos_weight)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
-        if len(y_val):
-            head.eval()
-            with torch.inference_mode():
-                vloss = float(
-                    np.mean(
-                        [
-                            float(
-                                loss_fn(
-                                    head(torch.from_numpy(v)),
-                                    torch.from_numpy(y_val.astype(np.float32)),
-                                    layout,
-                                    pos_weight,
-                                )
-                            )
-                            for v in val_views
-                        ]
-                    )
-                )
-            probs = evaluate_multi(head, val_views, layout)
-            score = micro_macro_f1(predict_sets(probs, layout, half), yv)[0]
-        else:
-            score, vloss = 0.0, -float(epoch)
-        row = EpochRow(epoch, score, vloss, time.perf_counter() - t0, total / (steps_per_epoch * params.batch))
-        rows.append(row)
-        if best is None or (score, -vloss) > best:
-            best = (score, -vloss)
-            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
-        if on_epoch:
-            on_epoch(row)
-    if best_state:
-        head.load_state_dict(best_state)
-    head.eval()
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        return loss_fn(head(xt[idx]), yt[idx], layout, pos_weight)
+
+    def score(epoch: int) -> tuple[float, float]:
+        if not len(y_val):
+            return 0.0, -float(epoch)
+        with torch.inference_mode():
+            vloss = float(
+                np.mean([float(loss_fn(head(torch.from_numpy(v)), yv_t, layout, pos_weight)) for v in val_views])
+            )
+        probs = evaluate_multi(head, val_views, layout)
+        return micro_macro_f1(predict_sets(probs, layout, half), yv)[0], vloss
+
+    fit(
+        head,
+        len(xt),
+        batch_loss,
+        score,
+        params=params,
+        seed=seed,
+        on_epoch=lambda r: (rows.append(r), on_epoch(r) if on_epoch else None),
+        cancelled=cancelled,
+    )
     return head, rows
 
 
@@ -229,13 +190,6 @@ def split_multi(shas: list[str], y: np.ndarray, *, test_size: float, seed: int =
     return val
 
 
-def folds(shas: list[str], k: int) -> np.ndarray:
-    ranks = np.argsort([hashlib.sha256(f"fold:{s}".encode()).digest() for s in shas], kind="stable")
-    out = np.empty(len(shas), dtype=int)
-    out[ranks] = np.arange(len(shas)) % k
-    return out
-
-
 def out_of_fold(
     views: list[np.ndarray],
     y: np.ndarray,
@@ -249,7 +203,10 @@ def out_of_fold(
     """Every image's probabilities from a head that never saw it."""
     params = params or HeadParams(epochs=30)
     k = max(2, min(k, len(shas)))
-    fold = folds(shas, k)
+    from .anomalies import folds_for
+
+    _, combination = np.unique(y, axis=0, return_inverse=True)  # stratified by label combination
+    fold = folds_for(combination.ravel(), shas, k)
     probs = np.zeros(y.shape, dtype=np.float32)
     for f in range(k):
         if cancelled():

@@ -23,14 +23,17 @@ class Preprocess:
         return round(self.size / self.crop_pct)
 
     def center(self, img: Image.Image) -> Image.Image:
-        """Shorter side to size/crop_pct, then the central size x size square."""
+        """Shorter side to size/crop_pct, then the central size x size square. Only the square is
+        computed: the crop is given to the resize as its source box (the same pixels as resizing the
+        whole image and cropping, up to rounding, at a fraction of the work for long images)."""
         side = self.resize_side()
         w, h = img.size
         scale = side / min(w, h)
         nw, nh = max(self.size, round(w * scale)), max(self.size, round(h * scale))
-        img = img.resize((nw, nh), RESAMPLE)  # measured: faster than with a reducing_gap, and exact
         left, top = (nw - self.size) // 2, (nh - self.size) // 2
-        return img.crop((left, top, left + self.size, top + self.size))
+        sx, sy = w / nw, h / nh
+        box = (left * sx, top * sy, (left + self.size) * sx, (top + self.size) * sy)
+        return img.resize((self.size, self.size), RESAMPLE, box=box)
 
     def augmented(self, img: Image.Image, rng: random.Random) -> Image.Image:
         """Random resized crop (35-100 % of the area, aspect 3/4-4/3) and a random horizontal flip."""
@@ -50,10 +53,15 @@ class Preprocess:
         return img
 
     def array(self, img: Image.Image) -> np.ndarray:
-        """HWC uint8 RGB -> CHW float32, normalised."""
-        a = np.asarray(img, dtype=np.float32) * (1 / 255.0)
-        a = (a - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
-        return np.ascontiguousarray(a.transpose(2, 0, 1))
+        """HWC uint8 RGB -> CHW float32, normalised: (x / 255 - mean) / std as one multiply-add."""
+        std = np.asarray(self.std, dtype=np.float32)
+        scale = (1 / (255.0 * std)).reshape(3, 1, 1)
+        offset = (-np.asarray(self.mean, dtype=np.float32) / std).reshape(3, 1, 1)
+        chw = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+        out = np.empty(chw.shape, dtype=np.float32)
+        np.multiply(chw, scale, out=out)
+        out += offset
+        return out
 
     def batch(self, images: list[Image.Image]) -> torch.Tensor:
         return torch.from_numpy(np.stack([self.array(self.center(i)) for i in images]))

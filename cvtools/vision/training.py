@@ -316,6 +316,22 @@ def train_head_mode(
     return predictor, probs
 
 
+def epoch_reporter(
+    record: dict[str, Any], job: Job, total: int, publish: Callable[[dict[str, Any]], None], metric: str
+) -> Callable[[EpochRow], None]:
+    """What every training does after an epoch: the run record, the job's progress, the live event."""
+
+    def on_epoch(row: EpochRow) -> None:
+        record["epochs"].append(row.to_json())
+        best = max(record["epochs"], key=lambda e: (e["accuracy"], -e["loss"]))
+        record["best"] = {"epoch": best["epoch"], "accuracy": best["accuracy"]}
+        job.result = {"run": record["id"], "epochs": record["epochs"], "best": record["best"]}
+        job.progress(row.epoch, total, f"Epoch {row.epoch} of {total}: {metric} {row.accuracy:.3f}")
+        publish(record)
+
+    return on_epoch
+
+
 def train(
     ctx: TrainContext,
     rows: list[Any],
@@ -337,14 +353,8 @@ def train(
         group_sizes=dict(Counter(split.classes[s.label] for s in split.train + split.val)),
     )
 
-    def on_epoch(row: EpochRow) -> None:
-        record["epochs"].append(row.to_json())
-        best = max(record["epochs"], key=lambda e: (e["accuracy"], -e["loss"]))
-        record["best"] = {"epoch": best["epoch"], "accuracy": best["accuracy"]}
-        total = int(params["epochs"] if mode == "head" else params["num_train_epochs"])
-        job.result = {"run": record["id"], "epochs": record["epochs"], "best": record["best"]}
-        job.progress(row.epoch, total, f"Epoch {row.epoch} of {total}: accuracy {row.accuracy:.3f}")
-        publish(record)
+    total = int(params["epochs"] if mode == "head" else params["num_train_epochs"])
+    on_epoch = epoch_reporter(record, job, total, publish, "accuracy")
 
     # features, fit
     if mode == "head":
@@ -428,13 +438,7 @@ def train_multi(
         weight_decay=float(params["weight_decay"]),
     )
 
-    def on_epoch(row: EpochRow) -> None:
-        record["epochs"].append(row.to_json())
-        best = max(record["epochs"], key=lambda e: (e["accuracy"], -e["loss"]))
-        record["best"] = {"epoch": best["epoch"], "accuracy": best["accuracy"]}
-        job.result = {"run": record["id"], "epochs": record["epochs"], "best": record["best"]}
-        job.progress(row.epoch, hp.epochs, f"Epoch {row.epoch} of {hp.epochs}: micro-F1 {row.accuracy:.3f}")
-        publish(record)
+    on_epoch = epoch_reporter(record, job, hp.epochs, publish, "micro-F1")
 
     job.progress(0, hp.epochs, "Training the heads")
     head, _ = ml.train_multi_head(
@@ -470,20 +474,7 @@ def train_multi(
         ctx.registry.run_dir(record["id"]) / "head",
         {"classes": layout.outputs, "backbone": bb.name, "fingerprint": bb.fingerprint, "multi": multi},
     )
-    record.update(
-        state="done",
-        multi=multi,
-        accuracy=metrics["micro_f1"],
-        micro_f1=metrics["micro_f1"],
-        macro_f1=metrics["macro_f1"],
-        per_group=metrics["per_group"],
-        attributes=metrics["attributes"],
-        confusion=None,
-        predictions=[],
-        seconds=round(time.perf_counter() - started, 2),
-        finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
-    )
-    ctx.registry.write(record)
+    finish_multi(ctx, record, multi, metrics, started)
     predictor = Predictor(
         record["id"], "head", layout.outputs, bb, head, bool(params["tta_flip"]), None, layout, thresholds
     )
@@ -521,21 +512,24 @@ def train_multi_finetune(
     )
     total = int(params["num_train_epochs"])
 
-    def on_epoch(row: EpochRow) -> None:
-        record["epochs"].append(row.to_json())
-        best = max(record["epochs"], key=lambda e: (e["accuracy"], -e["loss"]))
-        record["best"] = {"epoch": best["epoch"], "accuracy": best["accuracy"]}
-        job.result = {"run": record["id"], "epochs": record["epochs"], "best": record["best"]}
-        job.progress(row.epoch, total, f"Epoch {row.epoch} of {total}: micro-F1 {row.accuracy:.3f}")
-        publish(record)
+    on_epoch = epoch_reporter(record, job, total, publish, "micro-F1")
 
     predictor, probs = finetune(ctx, split, params, record, job, on_epoch, layout=layout)
     thresholds = ml.calibrate_thresholds(probs, y[is_val])
     predictor.thresholds = thresholds
     metrics = ml.report(probs, y[is_val], layout, thresholds)
+    multi = {"layout": layout.to_json(), "thresholds": [float(t) for t in thresholds]}
+    finish_multi(ctx, record, multi, metrics, started)
+    return record, predictor
+
+
+def finish_multi(
+    ctx: TrainContext, record: dict[str, Any], multi: dict[str, Any], metrics: dict[str, Any], started: float
+) -> None:
+    """A multi-label run is done: its layout, thresholds and report in the record."""
     record.update(
         state="done",
-        multi={"layout": layout.to_json(), "thresholds": [float(t) for t in thresholds]},
+        multi=multi,
         accuracy=metrics["micro_f1"],
         micro_f1=metrics["micro_f1"],
         macro_f1=metrics["macro_f1"],
@@ -547,4 +541,3 @@ def train_multi_finetune(
         finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
     )
     ctx.registry.write(record)
-    return record, predictor
