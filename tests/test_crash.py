@@ -206,6 +206,7 @@ def run_kills(kills: int, tmp_path: Path, tiny_convnext: Path, search: FakeSearc
     return stats
 
 
+@pytest.mark.timeout(900)
 def test_kill_9_at_random_moments(tmp_path: Path, tiny_convnext: Path, fake_search: FakeSearch) -> None:
     stats = run_kills(KILLS, tmp_path, tiny_convnext, fake_search)
     assert stats["kills"] == KILLS and stats["shas_checked"] > 0
@@ -213,6 +214,7 @@ def test_kill_9_at_random_moments(tmp_path: Path, tiny_convnext: Path, fake_sear
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 @pytest.mark.skipif(os.environ.get("CVTOOLS_SLOW") != "1", reason="set CVTOOLS_SLOW=1 for the long variant")
 def test_kill_9_many_times(tmp_path: Path, tiny_convnext: Path, fake_search: FakeSearch) -> None:
     stats = run_kills(SLOW_KILLS, tmp_path, tiny_convnext, fake_search)

@@ -95,6 +95,7 @@ def test_cv_under_load_while_training_and_grabbing(tmp_path: Path, tiny_convnext
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 @pytest.mark.skipif(os.environ.get("CVTOOLS_SLOW") != "1", reason="set CVTOOLS_SLOW=1 for the long variant")
 def test_cv_under_load_60_s(tmp_path: Path, tiny_convnext: Path) -> None:
     hold_load(tmp_path, tiny_convnext, 60)
