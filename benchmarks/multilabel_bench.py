@@ -21,7 +21,9 @@ from sklearn.multiclass import OneVsRestClassifier
 
 from cvtools import imaging
 from cvtools.vision import multilabel as ml
+from cvtools.vision.embeddings import Item
 from cvtools.vision.head import HeadParams
+from cvtools.vision.training import embed_missing
 
 from .common import CATEGORIES, Timer, build, category_files, cpu_note, import_files, openclipart, split_files, wait
 
@@ -84,38 +86,68 @@ def main() -> None:
         first.setdefault(r["sha256"], r)
     shas = sorted(sets)
     y = np.array([[g in sets[s] for g in layout.outputs] for s in shas], dtype=bool)
-    val = ml.split_multi(shas, y, test_size=settings.test_size)
     fp, dim = p.backbone.fingerprint, p.backbone.feature_dim
-    views = [engine.store.get(fp, shas, v, dim) for v in (0, 1)]
-    # head: the run's check-split model is not kept (it is refit on all images), so train it again
-    # exactly as the run did, on the training side only
     hp = HeadParams(
         epochs=int(record["params"]["epochs"]), head_learning_rate=float(record["params"]["head_learning_rate"])
     )
     k = int(record["params"]["augment_views"])
     train_views = [0, 1, *range(2, 2 + k)]
-    tr = [s for s, v in zip(shas, val, strict=True) if not v]
-    x_train = np.concatenate([engine.store.get(fp, tr, v, dim) for v in train_views])
-    with Timer() as t_head:
-        head, _ = ml.train_multi_head(
-            x_train, np.tile(y[~val], (len(train_views), 1)), [], np.zeros((0, y.shape[1])), layout=layout, params=hp
-        )
-    head_probs = ml.evaluate_multi(head, [v[val] for v in views], layout)
-    with Timer() as t_probe:
-        probe = OneVsRestClassifier(LogisticRegression(max_iter=3000, C=1.0))
-        probe.fit(np.concatenate([v[~val] for v in views]), np.tile(y[~val], (2, 1)).astype(int))
-    probe_probs = np.mean([probe.predict_proba(v[val]) for v in views], axis=0)
+    # every image's augmented views, so that any split's training side has them (as a run would)
+    embed_missing(
+        engine.store,
+        p.backbone,
+        [(Item(s, ds.abs_path(first[s])), train_views) for s in shas],
+        batch_size=settings.batch_size,
+        max_pixels=settings.max_image_pixels,
+        job=None,
+    )
+    views = [engine.store.get(fp, shas, v, dim) for v in (0, 1)]
 
-    def scores(probs: np.ndarray, exclusive: bool) -> dict[str, float]:
+    def scores(probs: np.ndarray, truth: np.ndarray, exclusive: bool) -> dict[str, float]:
         out = {}
         for name, th in (
             ("at_0.5", np.full(y.shape[1], 0.5, np.float32)),
-            ("tuned", ml.calibrate_thresholds(probs, y[val])),
+            ("tuned", ml.calibrate_thresholds(probs, truth)),
         ):
             lay = layout if exclusive else ml.Layout(layout.outputs, {})
-            micro, macro = ml.micro_macro_f1(ml.predict_sets(probs, lay, th), y[val])
+            micro, macro = ml.micro_macro_f1(ml.predict_sets(probs, lay, th), truth)
             out[f"micro_f1_{name}"], out[f"macro_f1_{name}"] = round(micro, 4), round(macro, 4)
         return out
+
+    # Three splits (seed 0 is the run's own): the head trained as a run trains it (the run's check model
+    # is not kept: it is refit on all images), the probe on the plain and mirrored views of the same side.
+    per_seed = []
+    for seed in range(3):
+        val = ml.split_multi(shas, y, test_size=settings.test_size, seed=seed)
+        tr = [s for s, v in zip(shas, val, strict=True) if not v]
+        x_train = np.concatenate([engine.store.get(fp, tr, v, dim) for v in train_views])
+        with Timer() as t_head:
+            head, _ = ml.train_multi_head(
+                x_train,
+                np.tile(y[~val], (len(train_views), 1)),
+                [],
+                np.zeros((0, y.shape[1])),
+                layout=layout,
+                params=hp,
+            )
+        head_probs = ml.evaluate_multi(head, [v[val] for v in views], layout)
+        with Timer() as t_probe:
+            probe = OneVsRestClassifier(LogisticRegression(max_iter=3000, C=1.0))
+            probe.fit(np.concatenate([v[~val] for v in views]), np.tile(y[~val], (2, 1)).astype(int))
+        probe_probs = np.mean([probe.predict_proba(v[val]) for v in views], axis=0)
+        per_seed.append(
+            {
+                "seed": seed,
+                "held_out": int(val.sum()),
+                "head": {**scores(head_probs, y[val], True), "fit_s": round(t_head.seconds, 2)},
+                "probe": {**scores(probe_probs, y[val], False), "fit_s": round(t_probe.seconds, 2)},
+            }
+        )
+
+    def mean(who: str, key: str) -> float:
+        return round(float(np.mean([r[who][key] for r in per_seed])), 4)
+
+    keys = ["micro_f1_at_0.5", "macro_f1_at_0.5", "micro_f1_tuned", "macro_f1_tuned"]
 
     # round trip of the mode on a dataset without multi memberships
     _, ds2, jobs2, engine2 = build()
@@ -127,13 +159,16 @@ def main() -> None:
     jobs2.shutdown()
     engine2.close()
 
-    print(f"# {cpu_note()}; offline backbone; {len(shas)} images, {int(val.sum())} held out; outputs {layout.outputs}")
+    print(f"# {cpu_note()}; offline backbone; {len(shas)} images; outputs {layout.outputs}")
     print(
         json.dumps(
             {
                 "label_shares": {g: round(float(y[:, j].mean()), 3) for j, g in enumerate(layout.outputs)},
-                "head": {**scores(head_probs, True), "fit_s": round(t_head.seconds, 2)},
-                "probe_one_vs_rest_logistic": {**scores(probe_probs, False), "fit_s": round(t_probe.seconds, 2)},
+                "mean_of_3_splits": {
+                    "head": {k: mean("head", k) for k in keys},
+                    "probe_one_vs_rest_logistic": {k: mean("probe", k) for k in keys},
+                },
+                "per_split": per_seed,
                 "run": {
                     "micro_f1": record.get("micro_f1"),
                     "macro_f1": record.get("macro_f1"),
