@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 import imagehash
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import ExifTags, Image, ImageFile, ImageOps
 
 # Our own pixel check runs before any decode; Pillow's bomb guard stays on as a second line.
 Image.MAX_IMAGE_PIXELS = 200_000_000
@@ -102,11 +102,14 @@ def check_image(src: Path | bytes, *, max_pixels: int) -> ImageInfo:
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """EXIF orientation applied, transparency composited on white, RGB."""
-    img = ImageOps.exif_transpose(img) or img
+    # Every branch returns a new image, detached from the (closing) file, with one full-size pass
+    # at most after the turn: this runs for every image of every embedding job.
+    if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        img = ImageOps.exif_transpose(img) or img
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        img = img.convert("RGBA")
+        rgba = img if img.mode == "RGBA" else img.convert("RGBA")
         bg = Image.new("RGB", img.size, (255, 255, 255))
-        bg.paste(img, mask=img.getchannel("A"))
+        bg.paste(rgba, mask=rgba)
         return bg
     return img.convert("RGB")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -12,8 +11,6 @@ import numpy as np
 import torch
 
 from .predictor import Predictor
-
-WINDOW_S = 0.003  # how long the first request of a batch waits for company
 
 
 @dataclass
@@ -24,9 +21,8 @@ class _Request:
 
 
 class Batcher:
-    def __init__(self, max_batch: int, window: float = WINDOW_S) -> None:
+    def __init__(self, max_batch: int) -> None:
         self.max_batch = max_batch
-        self.window = window
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="cv-batcher", daemon=True)
         self._thread.start()
@@ -47,11 +43,12 @@ class Batcher:
             first = self._queue.get()
             if first is None:
                 return
+            # No waiting window: what queued up while the previous batch ran is the next batch, so a
+            # lone client pays nothing and busy clients share forward passes.
             batch = [first]
-            deadline = time.monotonic() + self.window
             while len(batch) < self.max_batch:
                 try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
