@@ -83,7 +83,7 @@ def cv_figures(dataset: Path, run: str, jpeg: Path, runtime: str, seconds: float
         with httpx.Client(timeout=30) as c:
             for _ in range(5):
                 c.get(url).raise_for_status()
-            for _ in range(60):
+            for _ in range(100):
                 t0 = time.perf_counter()
                 c.get(url).raise_for_status()
                 lat.append(time.perf_counter() - t0)
@@ -181,6 +181,10 @@ def main() -> None:
     results["cv"] = {
         rt: cv_figures(settings.dataset_dir, run, jpeg, rt, args.seconds) for rt in ("torch", "onnxruntime")
     }
+    # What the machine's speed was at that moment: the forward pass of one image and its mirror image.
+    pair = torch.randn(2, 3, 224, 224)
+    for rt, fn in (("torch", lite_torch.features_torch), ("onnxruntime", lite.runtime)):
+        results["cv"][rt]["forward_of_image_and_mirror_ms"] = round(1000 / rate(fn, pair, 100) * 2, 1)  # type: ignore[arg-type,index]
 
     print(f"# {cpu_note()}, torch threads {torch.get_num_threads()}")
     print(json.dumps(results, indent=2))
