@@ -193,3 +193,30 @@ def test_truncated_jpeg_is_rejected_not_half_decoded(tmp_path: Path) -> None:
     path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     with pytest.raises(imaging.ImageRejected):
         imaging.load_rgb(path, max_pixels=BIG, min_side=PRE.resize_side())
+
+
+def transparent_drawing(w: int, h: int) -> Image.Image:
+    """A drawing on a transparent canvas with soft (half-transparent) edges and coloured transparent
+    pixels, which a wrong compositing order would let bleed in."""
+    img = drawing(w, h).convert("RGBA")
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    d = np.hypot(xx - w * 0.45, yy - h * 0.55) / (min(w, h) * 0.3)
+    alpha = (np.clip(1.5 - d, 0, 1) * 255).astype(np.uint8)
+    px = np.asarray(img).copy()
+    px[..., 3] = alpha
+    px[alpha == 0, :3] = (0, 200, 0)  # invisible green
+    return Image.fromarray(px, "RGBA")
+
+
+def test_pipeline_vectors_are_the_views_of_the_decoded_image(tmp_path: Path) -> None:
+    files = [save(transparent_drawing(300 + 70 * i, 260), tmp_path / f"{i}.png", "PNG") for i in range(3)]
+    pipe = Pipeline(pre=PRE, forward=lambda b: b.flatten(1), batch_size=8, max_pixels=BIG)
+    got = {
+        k: v
+        for ks, vs in pipe.run([(Item(f"s{i}", f), [0, 1, 2]) for i, f in enumerate(files)])
+        for k, v in zip(ks, vs, strict=True)
+    }
+    for i, f in enumerate(files):
+        rgb = imaging.load_rgb(f, max_pixels=BIG, min_side=PRE.resize_side())
+        for v, im in zip((0, 1, 2), embeddings.view_images(rgb, [0, 1, 2], f"s{i}", PRE), strict=True):
+            assert grey_levels(got[(f"s{i}", v)].reshape(3, 224, 224), PRE.array(im)) < 0.01, (i, v)

@@ -87,13 +87,18 @@ class EmbeddingStore:
         return out
 
 
-def view_image(img: Image.Image, view: int, sha: str, pre: Preprocess) -> Image.Image:
-    if view == 0:
-        return pre.center(img)
-    if view == 1:
-        return flip(pre.center(img))
-    seed = int(hashlib.sha256(f"{sha}:{view}".encode()).hexdigest()[:12], 16)
-    return pre.augmented(img, random.Random(seed))
+def view_images(img: Image.Image, views: Sequence[int], sha: str, pre: Preprocess) -> list[Image.Image]:
+    """The images of the given views of one decoded image; the centre crop is computed once for the
+    plain and the mirror view."""
+    centre = pre.center(img) if 0 in views or 1 in views else None
+    out = []
+    for view in views:
+        if centre is not None and view in (0, 1):
+            out.append(centre if view == 0 else flip(centre))
+        else:
+            seed = int(hashlib.sha256(f"{sha}:{view}".encode()).hexdigest()[:12], 16)
+            out.append(pre.augmented(img, random.Random(seed)))
+    return out
 
 
 DECODE_NICENESS = 10
@@ -132,7 +137,8 @@ class Pipeline:
             img = imaging.load_rgb(item.path, max_pixels=self.max_pixels, min_side=self.pre.resize_side())
         except (imaging.ImageRejected, OSError) as exc:
             return f"{item.path.name}: {exc}"
-        return [(item.sha256, v, self.pre.array(view_image(img, v, item.sha256, self.pre))) for v in views]
+        images = view_images(img, views, item.sha256, self.pre)
+        return [(item.sha256, v, self.pre.array(im)) for v, im in zip(views, images, strict=True)]
 
     def run(
         self,

@@ -15,7 +15,6 @@ from torch.nn import functional as F
 from .. import imaging
 from ..jobs import Job
 from .backbone import Backbone
-from .embeddings import view_image
 from .head import EpochRow
 from .multilabel import Layout, micro_macro_f1, predict_sets, probabilities
 from .predictor import Predictor
@@ -34,7 +33,7 @@ class _ImageSet(torch.utils.data.Dataset):  # type: ignore[type-arg]
     def __getitem__(self, i: int) -> dict[str, Any]:
         s = self.samples[i]
         img = imaging.load_rgb(s.path, max_pixels=self.max_pixels, min_side=self.pre.resize_side())
-        view = self.pre.augmented(img, self.rng) if self.train else view_image(img, 0, s.sha256, self.pre)
+        view = self.pre.augmented(img, self.rng) if self.train else self.pre.center(img)
         # single-label: the class index; multi-label: a multi-hot float vector (BCE)
         label = torch.from_numpy(s.label) if isinstance(s.label, np.ndarray) else s.label
         return {"pixel_values": torch.from_numpy(self.pre.array(view)), "labels": label}
