@@ -107,8 +107,8 @@ DECODE_NICENESS = 10
 def yield_to_forward() -> None:
     """Lower this (decoding) thread's priority. The forward pass's threads wait for each other after
     every layer, so one of them preempted by a decoder stalls both; at a lower priority the decoders
-    run in the gaps and still keep ahead (they only need about a third of the CPU). Linux only, where
-    a thread id names one thread; elsewhere it would renice the whole process."""
+    run in the gaps and still keep ahead (they need a quarter to a third of the CPU). Linux only: there
+    setpriority accepts a thread id; elsewhere the id would be read as a process id."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICENESS)
