@@ -48,7 +48,7 @@ def classify_files(engine: Any, files: list[Path], max_pixels: int) -> list[dict
 
     def one(path: Path) -> dict[str, Any]:
         try:
-            img = imaging.load_rgb(path, max_pixels=max_pixels, min_side=448)
+            img = imaging.load_rgb(path, max_pixels=max_pixels, min_side=engine.decode_side())
         except (imaging.ImageRejected, OSError) as exc:
             return {"path": str(path), "error": str(exc)}
         ranked, _, verdict = engine.analyze_full(img)

@@ -251,3 +251,22 @@ def test_similarity_index_unit() -> None:
     assert all(g == "b" for _, g, _ in idx.query(vecs[7], 5, "b"))
     idx.update({f"i{k}": "a" for k in range(10)}, {})
     assert len(idx) == 10 and all(g == "a" for g in idx.groups)
+
+
+def test_query_decoding_matches_the_stored_embeddings(trained: TestClient, tmp_path: Path) -> None:
+    """A big file sent to /cv is decoded as the embedding pipeline decodes it (same reduced size), so
+    the model sees the same pixels either way and the file finds itself at distance 0."""
+    from cvtools.vision.embeddings import Item, Pipeline
+    from cvtools.web.api_analysis import _decode
+
+    ctx = trained.app.state.ctx  # type: ignore[attr-defined]
+    pre = ctx.engine.require_production().preprocess
+    pipe = Pipeline(pre=pre, forward=lambda b: b, batch_size=1, max_pixels=ctx.settings.max_image_pixels)
+    base = Image.open(io.BytesIO(class_image("red", 3)))
+    for name, size in (("big.png", (1000, 700)), ("photo.jpg", (3200, 2400))):
+        path = tmp_path / name
+        base.resize(size, Image.Resampling.BICUBIC).save(path)
+        stored = pipe._decode(Item("x", path), [0])
+        assert not isinstance(stored, str), stored
+        query = pre.array(pre.center(_decode(ctx, path.read_bytes())))
+        assert (query == stored[0][2]).all(), name

@@ -148,6 +148,11 @@ class Engine:
         }
 
     # ---- classification -----------------------------------------------------------------
+    def decode_side(self) -> int:
+        """The shorter side a query is decoded to at least: the main model's, as for its stored
+        embeddings, so that a file of the dataset gets the same vector either way."""
+        return self.require_production().preprocess.resize_side()
+
     def require_production(self) -> Predictor:
         p = self.production()
         if p is None:

@@ -67,7 +67,7 @@ def _policy(ctx: AppContext) -> netfetch.UrlPolicy:
 
 def _decode(ctx: AppContext, data: bytes) -> Any:
     try:
-        return imaging.load_rgb(data, max_pixels=ctx.settings.max_image_pixels, min_side=448)
+        return imaging.load_rgb(data, max_pixels=ctx.settings.max_image_pixels, min_side=ctx.engine.decode_side())
     except imaging.ImageRejected as exc:
         raise (TooLarge if exc.too_large else NotAnImage)(str(exc)) from None
 
