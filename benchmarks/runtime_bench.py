@@ -149,9 +149,9 @@ def main() -> None:
         # median over rounds.
         ratios, rates = [], []
         for _ in range(ROUNDS):
-            before = rate(lite.runtime, x16, 96)  # type: ignore[arg-type]
+            before = rate(lite.runtime, x16)  # type: ignore[arg-type]
             o = pipeline_rate(lite, files, 16)
-            after = rate(lite.runtime, x16, 96)  # type: ignore[arg-type]
+            after = rate(lite.runtime, x16)  # type: ignore[arg-type]
             raws += [before, after]
             rates.append(o)
             ratios.append(2 * o / (before + after))

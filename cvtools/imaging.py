@@ -100,30 +100,18 @@ def check_image(src: Path | bytes, *, max_pixels: int) -> ImageInfo:
     return ImageInfo(fmt, w, h, phash)
 
 
-def has_alpha(img: Image.Image) -> bool:
-    return img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
-
-
-def on_white(img: Image.Image) -> Image.Image:
-    """Transparency composited on white, as a new RGB image."""
-    rgba = img if img.mode == "RGBA" else img.convert("RGBA")
-    bg = Image.new("RGB", img.size, (255, 255, 255))
-    bg.paste(rgba, mask=rgba)
-    return bg
-
-
-def _upright(img: Image.Image) -> Image.Image:
-    if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
-        return ImageOps.exif_transpose(img) or img
-    return img
-
-
 def to_rgb(img: Image.Image) -> Image.Image:
     """EXIF orientation applied, transparency composited on white, RGB."""
     # Every branch returns a new image, detached from the (closing) file, with one full-size pass
     # at most after the turn: this runs for every image of every embedding job.
-    img = _upright(img)
-    return on_white(img) if has_alpha(img) else img.convert("RGB")
+    if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        img = ImageOps.exif_transpose(img) or img
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img if img.mode == "RGBA" else img.convert("RGBA")
+        bg = Image.new("RGB", img.size, (255, 255, 255))
+        bg.paste(rgba, mask=rgba)
+        return bg
+    return img.convert("RGB")
 
 
 def load_rgb(src: Path | bytes, *, max_pixels: int, min_side: int | None = None) -> Image.Image:

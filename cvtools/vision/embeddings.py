@@ -90,10 +90,12 @@ class EmbeddingStore:
 def view_images(img: Image.Image, views: Sequence[int], sha: str, pre: Preprocess) -> list[Image.Image]:
     """The images of the given views of one decoded image; the centre crop is computed once for the
     plain and the mirror view."""
-    centre = pre.center(img) if 0 in views or 1 in views else None
+    centre: Image.Image | None = None
     out = []
     for view in views:
-        if centre is not None and view in (0, 1):
+        if view in (0, 1):
+            if centre is None:
+                centre = pre.center(img)
             out.append(centre if view == 0 else flip(centre))
         else:
             seed = int(hashlib.sha256(f"{sha}:{view}".encode()).hexdigest()[:12], 16)
