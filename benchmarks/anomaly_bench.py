@@ -24,7 +24,17 @@ from cvtools import imaging
 from cvtools.dataset import Incoming
 from cvtools.vision import anomalies as anom
 
-from .common import CATEGORIES, build, category_files, cpu_note, import_files, openclipart, split_files, wait
+from .common import (
+    CATEGORIES,
+    build,
+    category_files,
+    cpu_note,
+    environment,
+    import_files,
+    openclipart,
+    split_files,
+    wait,
+)
 
 
 def _layers(pairs: list[dict]) -> dict[str, int]:
@@ -59,6 +69,7 @@ def same_drawing(a: Path, b: Path, max_pixels: int) -> bool:
 
 
 def main() -> None:
+    environment()
     root = openclipart()
     settings, ds, jobs, engine = build()
     rng = random.Random(0)

@@ -26,11 +26,59 @@ CATEGORIES = [
 ]
 
 
-def openclipart() -> Path:
-    """The drawings folder, fetched once by shared/bench/fetch-openclipart.sh."""
-    script = PROJECT_ROOT.parent / "shared" / "bench" / "fetch-openclipart.sh"
+def fetched(name: str) -> Path:
+    """A benchmark image family, fetched once by benchmarks/fetch-<name>.sh (Debian packages)."""
+    script = Path(__file__).with_name(f"fetch-{name}.sh")
     out = subprocess.run(["bash", str(script)], check=True, capture_output=True, text=True)
     return Path(out.stdout.strip().splitlines()[-1])
+
+
+def openclipart() -> Path:
+    return fetched("openclipart")
+
+
+def environment() -> dict[str, str]:
+    """Printed first by every benchmark: what the figures were measured with."""
+    import platform
+
+    import numpy
+    import torch
+
+    try:
+        import onnxruntime
+
+        ort = f"{onnxruntime.__version__} ({', '.join(onnxruntime.get_available_providers())})"
+    except ImportError:
+        ort = "not installed"
+    env = {
+        "python": platform.python_version(),
+        "venv": sys.prefix if sys.prefix != sys.base_prefix else "none (system Python)",
+        "cpu": f"{os.cpu_count()} cores, {platform.machine()}",
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+        "torch": torch.__version__,
+        "onnxruntime": ort,
+        "numpy": numpy.__version__,
+    }
+    print("# environment: " + "; ".join(f"{k} {v}" for k, v in env.items()), flush=True)
+    return env
+
+
+def runtime_of(backbone: object) -> str:
+    """The runtime that computes this backbone's features now: 'onnxruntime' or 'torch'."""
+    return "onnxruntime" if getattr(backbone, "runtime", None) is not None else "torch"
+
+
+def announce_runtime(backbone: object, *, want: str = "onnxruntime") -> str:
+    """Print the runtime in use; a benchmark that reports ONNX Runtime figures stops when it is not active."""
+    active = runtime_of(backbone)
+    note = getattr(backbone, "runtime_note", "")
+    print(f"# runtime in use: {active} ({note})", flush=True)
+    if want == "onnxruntime" and active != "onnxruntime":
+        raise SystemExit(
+            f"ONNX Runtime is not active ({note}); no figure is printed as an ONNX Runtime figure. "
+            "Install the requirements (pip install -r requirements.txt) or run with --runtime torch."
+        )
+    return active
 
 
 def category_files(root: Path, category: str, max_pixels: int = 20_000_000) -> list[Path]:
@@ -53,7 +101,11 @@ def split_files(
     return files[:n_train], files[n_train : n_train + n_test], files[n_train + n_test :]
 
 
-def build(workdir: Path | None = None, **settings: object) -> tuple[Settings, Dataset, JobRunner, Engine]:
+def build(
+    workdir: Path | None = None, *, load: bool = True, **settings: object
+) -> tuple[Settings, Dataset, JobRunner, Engine]:
+    """A real dataset and engine in a temp folder; with `load`, the backbone is loaded and its runtime
+    printed (a run that wants ONNX Runtime stops when it is not active)."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="cvtools-bench-"))
     s = Settings(
         dataset_dir=workdir / "dataset",
@@ -64,6 +116,8 @@ def build(workdir: Path | None = None, **settings: object) -> tuple[Settings, Da
     ds = Dataset(s.dataset_dir, max_image_pixels=s.max_image_pixels)
     jobs = JobRunner()
     engine = Engine(s, ds, jobs, lambda event, data: None)
+    if load:
+        announce_runtime(engine.backbone(), want="torch" if s.inference_runtime == "torch" else "onnxruntime")
     return s, ds, jobs, engine
 
 
@@ -122,7 +176,15 @@ def start_server(
         try:
             status = httpx.get(url + "/api/status", timeout=1).json()
             if run is None or status["model"]["run"] == run:
-                return proc, url, time.perf_counter() - t0
+                elapsed = time.perf_counter() - t0
+                if run is not None:
+                    runtime = status["model"]["runtime"]
+                    print(f"# server runtime: {runtime} ({status['model']['runtime_note']})", flush=True)
+                    wanted = (env or {}).get("CVTOOLS_INFERENCE_RUNTIME", "auto")
+                    if wanted != "torch" and runtime != "onnxruntime":
+                        proc.kill()
+                        raise SystemExit("ONNX Runtime is not active in the server; no ONNX Runtime figure printed")
+                return proc, url, elapsed
         except (httpx.HTTPError, ValueError, KeyError):
             pass
         time.sleep(0.01)

@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from .common import cpu_note, start_server
+from .common import cpu_note, environment, start_server
 
 
 def start(dataset: Path) -> tuple[subprocess.Popen, str, float]:
@@ -25,6 +25,7 @@ def start(dataset: Path) -> tuple[subprocess.Popen, str, float]:
 
 
 def main() -> None:
+    environment()
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=5000)
     args = ap.parse_args()

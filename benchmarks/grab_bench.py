@@ -26,6 +26,8 @@ from cvtools.grabber.grab import Grabber
 from cvtools.jobs import JobRunner
 from cvtools.settings import Settings
 
+from .common import environment
+
 
 def photo(seed: int) -> bytes:
     """A 320x240 JPEG with real structure (so perceptual hashes differ between seeds)."""
@@ -45,6 +47,7 @@ def serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, s
 
 
 def main() -> None:
+    environment()
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=100)
     ap.add_argument("--latency", type=float, default=0.2)

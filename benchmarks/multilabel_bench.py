@@ -25,7 +25,18 @@ from cvtools.vision.embeddings import Item
 from cvtools.vision.head import HeadParams
 from cvtools.vision.training import embed_missing
 
-from .common import CATEGORIES, Timer, build, category_files, cpu_note, import_files, openclipart, split_files, wait
+from .common import (
+    CATEGORIES,
+    Timer,
+    build,
+    category_files,
+    cpu_note,
+    environment,
+    import_files,
+    openclipart,
+    split_files,
+    wait,
+)
 
 PER_CATEGORY = 50
 
@@ -42,6 +53,7 @@ def properties(path) -> tuple[float, float]:  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
+    environment()
     root = openclipart()
     settings, ds, jobs, engine = build()
     ds.set_label_mode("multi")

@@ -21,7 +21,7 @@ from sklearn.metrics import roc_auc_score
 from cvtools import imaging
 from cvtools.__main__ import classify_files
 
-from .common import Timer, build, category_files, cpu_note, import_files, openclipart, split_files, wait
+from .common import Timer, build, category_files, cpu_note, environment, import_files, openclipart, split_files, wait
 
 KNOWN = ["animals/mammals", "food/fruit", "shapes/arrows", "transportation/roadsigns", "recreation/music"]
 UNKNOWN = ["signs_and_symbols/flags", "office", "tools"]
@@ -45,6 +45,7 @@ def verdicts(engine, files):  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
+    environment()
     root = openclipart()
     settings, ds, jobs, engine = build()
     held = {}

@@ -32,6 +32,7 @@ from .common import (
     build,
     category_files,
     cpu_note,
+    environment,
     import_files,
     openclipart,
     split_files,
@@ -55,7 +56,8 @@ def rate(fn, batch: torch.Tensor, min_images: int = 96) -> float:  # type: ignor
 
 def raw_throughput(bb: Backbone, work: Path) -> dict[str, dict[str, float]]:
     runtime, note = accelerate(bb.features_torch, bb.model, bb.preprocess.size, work / f"{bb.fingerprint}.onnx")
-    assert runtime is not None, note
+    if runtime is None:
+        raise SystemExit(f"ONNX Runtime is not active ({note}); this benchmark compares it with PyTorch and stops")
     bb.runtime, bb.runtime_note = runtime, note
     out: dict[str, dict[str, float]] = {}
     for bs in (1, 8, 32):
@@ -113,6 +115,7 @@ def cv_figures(dataset: Path, run: str, jpeg: Path, runtime: str, seconds: float
 
 
 def main() -> None:
+    environment()
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-convnext", action="store_true")
     ap.add_argument("--seconds", type=float, default=10.0)

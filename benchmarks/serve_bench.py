@@ -30,6 +30,7 @@ from .common import (
     build,
     category_files,
     cpu_note,
+    environment,
     import_files,
     openclipart,
     split_files,
@@ -54,6 +55,7 @@ def make_query_jpeg(src: Path, dest: Path) -> Path:
 
 
 def main() -> None:
+    environment()
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=15.0, help="per throughput measurement")
     ap.add_argument("--per-class", type=int, default=20)

@@ -22,10 +22,23 @@ from cvtools.vision.embeddings import Item, Pipeline
 from cvtools.vision.head import evaluate_probs
 from cvtools.vision.predictor import load_predictor
 
-from .common import CATEGORIES, Timer, build, category_files, cpu_note, import_files, openclipart, split_files, wait
+from .common import (
+    CATEGORIES,
+    Timer,
+    announce_runtime,
+    build,
+    category_files,
+    cpu_note,
+    environment,
+    import_files,
+    openclipart,
+    split_files,
+    wait,
+)
 
 
 def main() -> None:
+    environment()
     ap = argparse.ArgumentParser()
     ap.add_argument("--per-class", type=int, default=45)
     ap.add_argument("--test", type=int, default=25)
@@ -35,7 +48,7 @@ def main() -> None:
     args = ap.parse_args()
 
     root = openclipart()
-    settings, ds, jobs, engine = build()
+    settings, ds, jobs, engine = build(load=False)
     train_files, test_files, extra_files = {}, {}, {}
     for cat in CATEGORIES:
         files = category_files(root, cat)
@@ -52,6 +65,7 @@ def main() -> None:
     with Timer() as t_load:
         bb = engine.backbone()
     print(f"backbone {bb.name} loaded in {t_load.seconds:.1f} s")
+    announce_runtime(bb)
 
     params = {"augment_views": args.augment_views} if args.augment_views is not None else {}
     with Timer() as t_head:

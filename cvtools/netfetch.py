@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import socket
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,18 +42,23 @@ def is_public_address(ip: str) -> bool:
 
 
 def resolve_local(raw: str, public_dirs: list[Path], base: Path) -> Path:
-    """A local path inside public_dirs (symlinks resolved), else Forbidden / NotFound."""
+    """A local path inside public_dirs (symlinks resolved), else Forbidden / NotFound / BadInput."""
     if "\x00" in raw:
         raise BadInput("the path contains a NUL character")
     path = Path(raw)
     if not path.is_absolute():
         path = base / path
-    real = Path(os.path.realpath(path))
-    allowed = [Path(os.path.realpath(d)) for d in public_dirs]
-    if not any(real == d or real.is_relative_to(d) for d in allowed):
-        raise Forbidden("that path is outside the folders CV Tools may read (public_dirs)")
-    if not real.is_file():
-        raise NotFound("no image file at that path")
+    try:
+        real = Path(os.path.realpath(path))
+        allowed = [Path(os.path.realpath(d)) for d in public_dirs]
+        if not any(real == d or real.is_relative_to(d) for d in allowed):
+            raise Forbidden("that path is outside the folders CV Tools may read (public_dirs)")
+        if not stat.S_ISREG(os.stat(real).st_mode):
+            raise NotFound("no image file at that path")
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise BadInput("the path or one of its names is too long") from None
+        raise NotFound("no image file at that path") from None
     return real
 
 
@@ -137,11 +144,31 @@ def fetch_url(url: str, policy: UrlPolicy) -> tuple[bytes, str]:
     raise BadInput(f"more than {MAX_REDIRECTS} redirects")
 
 
-def read_image_source(target: str, *, public_dirs: list[Path], base: Path, policy: UrlPolicy) -> bytes:
-    """The bytes of a local path or an http(s) URL, under the one policy."""
+@dataclass(frozen=True)
+class ImageSource:
+    """A local path or URL already judged by the policy; reading it is the only step left."""
+
+    target: str
+    path: Path | None  # a local file inside public_dirs; None for a URL
+
+    def read(self, policy: UrlPolicy) -> bytes:
+        if self.path is not None:
+            return read_local(self.path, policy.max_bytes)
+        return fetch_url(self.target, policy)[0]
+
+
+def locate(target: str, *, public_dirs: list[Path], base: Path, policy: UrlPolicy) -> ImageSource:
+    """Judge a path or URL before anything is read: 403 for a forbidden place, 400 for a malformed one,
+    404 for a missing file. A URL's address is checked again at every redirect when it is read."""
     lowered = target.lower()
     if lowered.startswith(("http://", "https://")):
-        return fetch_url(target, policy)[0]
+        _check_url(target, policy)
+        return ImageSource(target, None)
     if "://" in target[:12] or lowered.startswith(("file:", "data:", "ftp:")):
         raise Forbidden("only local paths and http(s) URLs are allowed")
-    return read_local(resolve_local(target, public_dirs, base), policy.max_bytes)
+    return ImageSource(target, resolve_local(target, public_dirs, base))
+
+
+def read_image_source(target: str, *, public_dirs: list[Path], base: Path, policy: UrlPolicy) -> bytes:
+    """The bytes of a local path or an http(s) URL, under the one policy."""
+    return locate(target, public_dirs=public_dirs, base=base, policy=policy).read(policy)

@@ -74,10 +74,18 @@ def cv(client: TestClient, target: str) -> object:
     return client.get("/cv?" + quote(target, safe="/:"))
 
 
-def test_cv_without_model_is_503(client: TestClient) -> None:
-    r = client.get("/cv?/x.png")
+def test_cv_without_model_is_503(client: TestClient, settings: Settings) -> None:
+    inside = settings.dataset_dir / "x.png"
+    inside.write_bytes(class_image("red", 1))
+    r = cv(client, str(inside))
     assert r.status_code == 503 and "train a model" in r.json()["detail"]
     assert client.post("/cv", content=class_image("red", 1)).status_code == 503
+    # The request is judged before the model: forbidden, malformed and missing stay what they are.
+    assert cv(client, "/etc/passwd").status_code == 403
+    assert cv(client, str(settings.dataset_dir / "nope.png")).status_code == 404
+    assert cv(client, str(settings.dataset_dir / ("n" * 300 + ".png"))).status_code == 400
+    assert client.get("/cv?").status_code == 400
+    assert cv(client, "http://127.0.0.1/a.png").status_code == 403
 
 
 def test_cv_local_paths(trained: TestClient, tiny_settings: Settings, outside: Path) -> None:

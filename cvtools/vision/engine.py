@@ -50,6 +50,9 @@ CONTENT_SAME_BITS = 45
 CONTENT_DIFFERENT_BITS = 240
 STRONG = 0.8  # multi-label anomalies: a membership below 0.2 or a missing one above 0.8
 CONTENT_ASPECT = 0.2  # |log| of the aspect-ratio quotient beyond which the drawn parts differ
+# How much slower the frozen network runs on PyTorch than on ONNX Runtime on a 2-core CPU, end to end
+# (docs/BENCHMARKS.md, runtime_bench): the offline EfficientNet-Lite0 and a ConvNeXtV2.
+SLOWER_ON_TORCH = {"efficientnet": "4×", "hf": "1.5×"}
 
 
 class Engine:
@@ -145,7 +148,18 @@ class Engine:
             "device": "cuda" if torch.cuda.is_available() else "cpu",
             "runtime": None if active is None else ("onnxruntime" if active.runtime is not None else "torch"),
             "runtime_note": active.runtime_note if active else "",
+            "runtime_warning": self._runtime_warning(active),
         }
+
+    def _runtime_warning(self, active: Backbone | None) -> str | None:
+        """Why the frozen network runs on PyTorch although ONNX Runtime was wanted, and what it costs."""
+        if active is None or active.runtime is not None or self.settings.inference_runtime == "torch":
+            return None
+        cost = SLOWER_ON_TORCH.get(active.kind, "several times")
+        return (
+            f"ONNX Runtime is not active ({active.runtime_note}): embeddings, head-mode training and /cv run on "
+            f"PyTorch, about {cost} slower on a CPU. Install it with: pip install -r requirements.txt"
+        )
 
     # ---- classification -----------------------------------------------------------------
     def decode_side(self) -> int:

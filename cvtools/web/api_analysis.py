@@ -90,11 +90,12 @@ def cv_get(request: Request) -> JSONResponse:
     """`/cv?<local path or http(s) URL>[:n]` -> `[[group, probability], ...]`, highest first."""
     ctx = get_ctx(request)
     target, n = parse_cv_query(request.scope.get("query_string", b"").decode("latin-1"))
-    ctx.engine.require_production()
-    data = netfetch.read_image_source(
+    # The request is judged before the model: a forbidden path is 403 whether a model exists or not.
+    source = netfetch.locate(
         target, public_dirs=list(ctx.settings.public_dirs), base=ctx.settings.dataset_dir, policy=_policy(ctx)
     )
-    return JSONResponse(_classify_bytes(ctx, data, n))
+    ctx.engine.require_production()
+    return JSONResponse(_classify_bytes(ctx, source.read(_policy(ctx)), n))
 
 
 @router.post(
@@ -137,13 +138,15 @@ def analyze(
     group: Annotated[str | None, Form()] = None,
 ) -> dict[str, Any]:
     engine = ctx.engine
-    engine.require_production()
     if file is not None:
+        engine.require_production()
         data = file.file.read(ctx.settings.max_upload_bytes + 1)
     elif url:
-        data = netfetch.read_image_source(
+        source = netfetch.locate(
             url.strip(), public_dirs=list(ctx.settings.public_dirs), base=ctx.settings.dataset_dir, policy=_policy(ctx)
         )
+        engine.require_production()
+        data = source.read(_policy(ctx))
     else:
         raise BadInput("send an image file (field 'file') or an image URL (field 'url')")
     if group:

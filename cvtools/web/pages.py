@@ -6,7 +6,7 @@ import hmac
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from ..settings import PROJECT_ROOT
@@ -53,6 +53,16 @@ def analysis_page(request: Request) -> HTMLResponse:
 @router.get("/anomalies", response_class=HTMLResponse)
 def anomalies_page(request: Request) -> HTMLResponse:
     return render(request, "anomalies.html", "anomalies")
+
+
+@router.get("/favicon.ico", response_class=FileResponse)
+def favicon() -> FileResponse:
+    """Browsers ask for it on every page; an SVG is served under the name they ask for."""
+    return FileResponse(
+        PROJECT_ROOT / "static" / "img" / "favicon.svg",
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
 
 
 @router.get("/login", response_class=HTMLResponse)
