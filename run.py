@@ -35,12 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvicorn
 
-    from cvtools.web import create_app
+    from cvtools.web import create_app, server
 
     print(f"CV Tools: dataset {settings.dataset_dir}; open http://{settings.host}:{settings.port}/", flush=True)
-    uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, timeout_graceful_shutdown=3, log_level="info"
-    )
+    uvicorn.Server(server.config(create_app(settings), settings.host, settings.port, log_level="info")).run()
     return 0
 
 

@@ -45,7 +45,15 @@ CREATE INDEX IF NOT EXISTS seen_phash ON seen (phash);
 CREATE TABLE IF NOT EXISTS moves (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     src TEXT NOT NULL,
-    dst TEXT NOT NULL
+    dst TEXT NOT NULL,
+    change INTEGER  -- the change (below) whose moves these are
+);
+-- Changes whose moves are not done yet, with the rows as they were before (to undo them).
+CREATE TABLE IF NOT EXISTS changes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    op TEXT NOT NULL,
+    created REAL NOT NULL,
+    undo TEXT NOT NULL
 );
 -- Dataset-wide choices made on the pages (label_mode), so they travel with the dataset.
 CREATE TABLE IF NOT EXISTS meta (
@@ -75,6 +83,8 @@ class Catalog:
         columns = {r["name"] for r in self._db.execute("PRAGMA table_info(groups)")}
         if "exclusive" not in columns:  # catalogs made before multi-label datasets
             self._db.execute("ALTER TABLE groups ADD COLUMN exclusive INTEGER NOT NULL DEFAULT 0")
+        if "change" not in {r["name"] for r in self._db.execute("PRAGMA table_info(moves)")}:
+            self._db.execute("ALTER TABLE moves ADD COLUMN change INTEGER")  # catalogs before the journal
 
     def close(self) -> None:
         with self._lock:

@@ -25,6 +25,7 @@ from typing import Any
 from . import imaging
 from .catalog import Catalog
 from .errors import BadInput, Conflict, NotFound
+from .journal import Journal, inside
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,18 @@ STATUSES = ("group", "new", "deleted")
 LABEL_MODES = ("single", "multi")
 STATE = ".cvtools"
 _BAD_NAME_CHARS = re.compile(r'[/\\<>:"|?*\x00-\x1f\x7f]')
+
+
+# Names Windows reserves in any folder (with or without an extension): a dataset copied there breaks.
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+
+
+def validate_new_leaf(name: str) -> str:
+    """A name for a new or renamed group: also portable (no name Windows reserves)."""
+    leaf = validate_leaf(name)
+    if leaf.split(".")[0].lower() in _RESERVED:
+        raise BadInput(f"group name {leaf!r} is reserved on Windows (CON, PRN, AUX, NUL, COM1-9, LPT1-9)")
+    return leaf
 
 
 def validate_leaf(name: str) -> str:
@@ -101,7 +114,9 @@ class Dataset:
         if not (self.state / "catalog.sqlite").exists():
             self._before_rebuild()
         self.catalog = Catalog(self.state / "catalog.sqlite")
+        self.journal = Journal(self.catalog, self.root)
         self._lock = threading.RLock()
+        self._thumb_locks: dict[str, threading.Lock] = {}
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         if self.catalog.one("SELECT 1 FROM meta WHERE key = 'label_mode'") is None:
             if label_mode not in LABEL_MODES:
@@ -151,40 +166,16 @@ class Dataset:
             except Exception:  # a listener must never break a dataset operation
                 log.exception("dataset listener failed")
 
-    # ---- pending moves (the crash-safety mechanism) -------------------------------------
-    @staticmethod
-    def _plan_move(db: sqlite3.Connection, src: str | Path, dst: str) -> None:
-        db.execute("INSERT INTO moves (src, dst) VALUES (?, ?)", (str(src), dst))
-
-    def _resolve(self, p: str) -> Path:
-        path = Path(p)
-        return path if path.is_absolute() else self.root / path
-
-    def _apply_moves(self) -> list[str]:
-        """Do every planned move; a move already done is skipped. Returns problems found."""
-        problems: list[str] = []
-        rows = self.catalog.all("SELECT seq, src, dst FROM moves ORDER BY seq")
-        for row in rows:
-            src, dst = self._resolve(row["src"]), self._resolve(row["dst"])
-            if src.exists() or src.is_symlink():
-                if dst.exists():
-                    problems.append(f"cannot move {row['src']} to {row['dst']}: target exists")
-                    continue
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                os.rename(src, dst)
-            elif not dst.exists():
-                problems.append(f"file missing for planned move {row['src']} -> {row['dst']}")
-        if rows:
-            last = rows[-1]["seq"]
-            with self.catalog.transaction() as db:
-                db.execute("DELETE FROM moves WHERE seq <= ?", (last,))
-        return problems
-
+    # ---- recovery --------------------------------------------------------------------------
     def recover(self) -> list[str]:
-        """Roll forward moves a crash interrupted and clear abandoned temp files."""
+        """Complete (or undo) changes a crash interrupted; clear abandoned temp files, but never one
+        that a recorded change still has to move."""
         with self._lock:
-            problems = self._apply_moves()
+            problems = self.journal.recover()
+            keep = self.journal.pending_paths()
             for p in self.tmp_dir.iterdir():
+                if p in keep:
+                    continue
                 p.unlink(missing_ok=True) if p.is_file() else shutil.rmtree(p, ignore_errors=True)
         for p in problems:
             log.warning("recovery: %s", p)
@@ -254,10 +245,10 @@ class Dataset:
             raise Conflict("an image can be in several groups only in multi-label mode (switch it on the Dataset page)")
         group = self.require_group(group)
         rows = self._rows_for(ids)
-        added = 0
+        staged: list[tuple[dict[str, Any], Path]] = []
         with self._lock:
+            group = self._writable_group(group)
             taken: set[str] = set()
-            staged: list[tuple[dict[str, Any], Path]] = []
             try:
                 for row in rows:
                     if row["status"] != "group":
@@ -273,27 +264,26 @@ class Dataset:
                         os.link(self.abs_path(row), tmp)
                     except OSError:
                         shutil.copy2(self.abs_path(row), tmp)
-                    new = {**dict(row), "id": secrets.token_hex(8), "grp": group, "created": time.time() + added * 1e-6}
+                    new = {
+                        **dict(row),
+                        "id": secrets.token_hex(8),
+                        "grp": group,
+                        "created": time.time() + len(staged) * 1e-6,
+                    }
                     new["filename"] = self._unique_filename(group, row["filename"], taken)
                     staged.append((new, tmp))
-                    added += 1
                 if staged:
-                    with self.catalog.transaction() as db:
+                    with self.journal.change("add_to_group", group=group, ids=[n["id"] for n, _ in staged]) as ch:
                         for new, tmp in staged:
-                            db.execute(
-                                "INSERT INTO images VALUES (:id, :grp, :status, :filename, :ext, :sha256, :phash,"
-                                " :source, :width, :height, :size, :created)",
-                                new,
-                            )
-                            self._plan_move(db, tmp, self.rel_path(new))
-                        Catalog.log(db, "add_to_group", group=group, ids=[n["id"] for n, _ in staged])
-                    self._apply_moves()
+                            ch.insert_image(new)
+                            ch.move(tmp, self.rel_path(new))
+                    self.journal.settle(ch, "adding the images to the group")
             finally:
                 for _, tmp in staged:
-                    tmp.unlink(missing_ok=True)
-        if added:
+                    tmp.unlink(missing_ok=True)  # moved by a settled change, or left by an undone one
+        if staged:
             self._emit("images", groups=[group])
-        return added
+        return len(staged)
 
     # ---- groups ---------------------------------------------------------------------------
     def group_names(self) -> list[str]:
@@ -329,16 +319,40 @@ class Dataset:
             totals[r["status"]] = r["n"]
         return totals
 
+    def _same_name(self, full: str, but: str | None = None) -> str | None:
+        """An existing group whose name equals `full` ignoring case (folder names clash on Windows and
+        macOS), other than `but`."""
+        row = self.catalog.one("SELECT name FROM groups WHERE lower(name) = lower(?) AND name IS NOT ?", (full, but))
+        return row["name"] if row else None
+
+    def _writable_group(self, name: str) -> str:
+        """A group that exists now (checked under the lock) and whose folder is a real folder inside the
+        dataset: uploads never land in a renamed or deleted group, nor behind a symbolic link."""
+        try:
+            name = self.require_group(name)
+        except NotFound:
+            raise Conflict(f"group {name!r} was renamed or deleted meanwhile; nothing was added") from None
+        folder = self.group_dir(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        if folder.is_symlink() or not inside(folder, self.root):
+            raise BadInput(f"the folder of group {name!r} is a symbolic link; CV Tools writes only inside the dataset")
+        return name
+
     def create_group(self, name: str, parent: str | None = None) -> str:
-        leaf = validate_leaf(name)
+        leaf = validate_new_leaf(name)
         with self._lock:
             full = f"{self.require_group(parent)}/{leaf}" if parent else leaf
-            if self.catalog.one("SELECT 1 FROM groups WHERE name = ?", (full,)):
-                raise Conflict(f"group {full!r} already exists")
-            self.group_dir(full).mkdir(parents=True, exist_ok=True)
-            with self.catalog.transaction() as db:
-                db.execute("INSERT INTO groups (name, created) VALUES (?, ?)", (full, time.time()))
-                Catalog.log(db, "create_group", name=full)
+            clash = self._same_name(full)
+            if clash:
+                raise Conflict(f"group {clash!r} already exists" + ("" if clash == full else " (names ignore case)"))
+            folder = self.group_dir(full)
+            if any(p.is_symlink() for p in [folder, *folder.parents] if p != self.root and p.is_relative_to(self.root)):
+                raise BadInput(
+                    f"a symbolic link named {full!r} is in the dataset folder; remove it or choose another name"
+                )
+            folder.mkdir(parents=True, exist_ok=True)
+            with self.journal.change("create_group", name=full) as ch:
+                ch.insert_group(full)
         self._emit("groups", name=full)
         return full
 
@@ -346,27 +360,29 @@ class Dataset:
         return [g for g in self.group_names() if g == name or g.startswith(name + "/")]
 
     def rename_group(self, name: str, new_leaf: str) -> str:
-        leaf = validate_leaf(new_leaf)
+        leaf = validate_new_leaf(new_leaf)
         with self._lock:
             name = self.require_group(name)
             parent = name.rsplit("/", 1)[0] if "/" in name else None
             new = f"{parent}/{leaf}" if parent else leaf
             if new == name:
                 return name
-            if self.catalog.one("SELECT 1 FROM groups WHERE name = ?", (new,)) or (
-                self.group_dir(new).exists() and new.lower() != name.lower()
-            ):
-                raise Conflict(f"group {new!r} already exists")
+            clash = self._same_name(new, but=name)
+            if clash or (self.group_dir(new).exists() and new.lower() != name.lower()):
+                raise Conflict(f"group {clash or new!r} already exists")
+            groups = self._subtree(name)
+            marks = ",".join("?" * len(groups))
             n = len(name)
-            with self.catalog.transaction() as db:
+            with self.journal.change("rename_group", name=name, to=new) as ch:
+                ch.remember_groups(groups + [new + g[n:] for g in groups])
+                ch.remember_images(self.catalog.all(f"SELECT * FROM images WHERE grp IN ({marks})", groups))
                 for table, col in (("groups", "name"), ("images", "grp")):
-                    db.execute(
+                    ch.db.execute(
                         f"UPDATE {table} SET {col} = ? || substr({col}, ?) WHERE {col} = ? OR substr({col}, 1, ?) = ?",
                         (new, n + 1, name, n + 1, name + "/"),
                     )
-                self._plan_move(db, name, new)
-                Catalog.log(db, "rename_group", name=name, to=new)
-            self._apply_moves()
+                ch.move(name, new)
+            self.journal.settle(ch, "the rename")
         self._emit("groups", name=new, old=name)
         return new
 
@@ -378,17 +394,16 @@ class Dataset:
             marks = ",".join("?" * len(groups))
             rows = self.catalog.all(f"SELECT * FROM images WHERE grp IN ({marks})", groups)
             trash_rel = f"{STATE}/trash/{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-            with self.catalog.transaction() as db:
+            with self.journal.change("delete_group", name=name, images=len(rows)) as ch:
+                ch.remember_groups(groups)
                 for row in rows:
+                    ch.update_image(row, status="deleted")
                     if row["status"] == "group":
-                        gone = {**dict(row), "status": "deleted"}
-                        self._plan_move(db, self.rel_path(row), self.rel_path(gone))
-                db.execute(f"UPDATE images SET status = 'deleted' WHERE grp IN ({marks})", groups)
-                db.execute(f"DELETE FROM groups WHERE name IN ({marks})", groups)
+                        ch.move(self.rel_path(row), self.rel_path({**dict(row), "status": "deleted"}))
+                ch.db.execute(f"DELETE FROM groups WHERE name IN ({marks})", groups)
                 # Whatever else is in the folder (other files, empty sub-folders) goes along.
-                self._plan_move(db, name, f"{trash_rel}/{name.rsplit('/', 1)[-1]}")
-                Catalog.log(db, "delete_group", name=name, images=len(rows))
-            self._apply_moves()
+                ch.move(name, f"{trash_rel}/{name.rsplit('/', 1)[-1]}")
+            self.journal.settle(ch, "the deletion of the group")
         self._emit("groups", name=name, deleted=True)
         return len(rows)
 
@@ -463,78 +478,83 @@ class Dataset:
         return self.catalog.one("SELECT 1 FROM seen WHERE sha256 = ?", (sha,)) is not None
 
     def add_images(self, group: str, items: Iterable[Incoming], *, status: str = "group") -> AddResult:
-        """Take in temp files: validate and hash each (outside the lock), then one transaction."""
-        if status not in STATUSES:
-            raise BadInput(f"status must be one of {', '.join(STATUSES)}")
-        group = self.require_group(group)
-        result = AddResult()
-        accepted: list[tuple[Incoming, imaging.ImageInfo, str, int]] = []
-        batch_shas: set[str] = set()
+        """Take in temp files: validate and hash each (outside the lock), then one change whose moves are
+        done before the answer. The temp files are ours: whatever was not taken in is deleted."""
         items = list(items)
         try:
-            for item in items:
-                try:
-                    info = imaging.check_image(item.path, max_pixels=self.max_image_pixels)
-                except imaging.ImageRejected as exc:
-                    result.skipped.append({"name": item.name, "reason": str(exc)})
-                    continue
-                sha = imaging.sha256_file(item.path)
-                if sha in batch_shas or self.known_sha(sha):
-                    result.skipped.append({"name": item.name, "reason": "duplicate of an image already in the catalog"})
-                    continue
-                batch_shas.add(sha)
-                accepted.append((item, info, sha, item.path.stat().st_size))
-            if not accepted:
-                return result
-            with self._lock:
-                taken: set[str] = set()
-                now = time.time()
-                rows = []
-                with self.catalog.transaction() as db:
-                    for i, (item, info, sha, size) in enumerate(accepted):
-                        if self.known_sha(sha):  # taken in by a concurrent request meanwhile
-                            result.skipped.append(
-                                {"name": item.name, "reason": "duplicate of an image already in the catalog"}
-                            )
-                            continue
-                        image_id = secrets.token_hex(8)
-                        filename = safe_filename(item.name, info.ext, image_id)
-                        if status == "group":
-                            filename = self._unique_filename(group, filename, taken)
-                        row = {
-                            "id": image_id,
-                            "grp": group,
-                            "status": status,
-                            "filename": filename,
-                            "ext": info.ext,
-                            "sha256": sha,
-                            "phash": info.phash,
-                            "source": item.source,
-                            "width": info.width,
-                            "height": info.height,
-                            "size": size,
-                            "created": now + i * 1e-6,
-                        }
-                        db.execute(
-                            "INSERT INTO images VALUES (:id, :grp, :status, :filename, :ext, :sha256, :phash,"
-                            " :source, :width, :height, :size, :created)",
-                            row,
-                        )
-                        db.execute(
-                            "INSERT OR IGNORE INTO seen (sha256, phash, source) VALUES (?, ?, ?)",
-                            (sha, info.phash, item.source),
-                        )
-                        self._plan_move(db, item.path, self.rel_path(row))
-                        rows.append(row)
-                    Catalog.log(db, "add_images", group=group, status=status, ids=[r["id"] for r in rows])
-                self._apply_moves()
-            result.added = [self.image_json(r) for r in rows]  # type: ignore[arg-type]
+            if status not in STATUSES:
+                raise BadInput(f"status must be one of {', '.join(STATUSES)}")
+            group = self.require_group(group)
+            result, accepted = self._check_incoming(items)
+            if accepted:
+                with self._lock:
+                    # The group is judged again under the lock: renamed or deleted meanwhile -> 409.
+                    group = self._writable_group(group)
+                    rows = self._take_in(group, accepted, status, result)
+                result.added = [self.image_json(r) for r in rows]  # type: ignore[arg-type]
         finally:
             for item in items:
-                item.path.unlink(missing_ok=True)
+                item.path.unlink(missing_ok=True)  # moved by a settled change, or not taken in
         if result.added:
             self._emit("images", groups=[group])
         return result
+
+    def _check_incoming(
+        self, items: list[Incoming]
+    ) -> tuple[AddResult, list[tuple[Incoming, imaging.ImageInfo, str, int]]]:
+        result = AddResult()
+        accepted: list[tuple[Incoming, imaging.ImageInfo, str, int]] = []
+        batch_shas: set[str] = set()
+        for item in items:
+            try:
+                info = imaging.check_image(item.path, max_pixels=self.max_image_pixels)
+            except imaging.ImageRejected as exc:
+                result.skipped.append({"name": item.name, "reason": str(exc)})
+                continue
+            sha = imaging.sha256_file(item.path)
+            if sha in batch_shas or self.known_sha(sha):
+                result.skipped.append({"name": item.name, "reason": "duplicate of an image already in the catalog"})
+                continue
+            batch_shas.add(sha)
+            accepted.append((item, info, sha, item.path.stat().st_size))
+        return result, accepted
+
+    def _take_in(
+        self, group: str, accepted: list[tuple[Incoming, imaging.ImageInfo, str, int]], status: str, result: AddResult
+    ) -> list[dict[str, Any]]:
+        taken: set[str] = set()
+        now = time.time()
+        rows: list[dict[str, Any]] = []
+        with self.journal.change("add_images", group=group, status=status) as ch:
+            for i, (item, info, sha, size) in enumerate(accepted):
+                if self.known_sha(sha):  # taken in by a concurrent request meanwhile
+                    result.skipped.append({"name": item.name, "reason": "duplicate of an image already in the catalog"})
+                    continue
+                image_id = secrets.token_hex(8)
+                filename = safe_filename(item.name, info.ext, image_id)
+                if status == "group":
+                    filename = self._unique_filename(group, filename, taken)
+                row = {
+                    "id": image_id,
+                    "grp": group,
+                    "status": status,
+                    "filename": filename,
+                    "ext": info.ext,
+                    "sha256": sha,
+                    "phash": info.phash,
+                    "source": item.source,
+                    "width": info.width,
+                    "height": info.height,
+                    "size": size,
+                    "created": now + i * 1e-6,
+                }
+                ch.insert_image(row)
+                ch.add_seen(sha, info.phash, item.source)
+                ch.move(item.path, self.rel_path(row))
+                rows.append(row)
+        # A refused move undoes the whole change: no row, not "seen", the upload can be repeated.
+        self.journal.settle(ch, f"the upload of {len(rows)} image(s)")
+        return rows
 
     def _rows_for(self, ids: list[str]) -> list[sqlite3.Row]:
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
@@ -555,44 +575,37 @@ class Dataset:
         return rows
 
     def _relocate(self, rows: list[sqlite3.Row], *, status: str, group: str | None, op: str) -> int:
-        """Give rows a new status (and group); one transaction, then the file moves."""
+        """Give rows a new status (and group); one change, then the file moves."""
         changed = 0
         touched: set[str] = set()
         taken: set[str] = set()
-        with self.catalog.transaction() as db:
+        with self.journal.change(op, ids=[r["id"] for r in rows], status=status, group=group) as ch:
             for row in rows:
                 target_group = group or row["grp"]
                 if row["status"] == status and row["grp"] == target_group:
                     continue
-                new = dict(row)
-                new["status"], new["grp"] = status, target_group
                 if (
                     status == "group"
-                    and db.execute(
+                    and ch.db.execute(
                         "SELECT 1 FROM images WHERE sha256 = ? AND grp = ? AND status = 'group' AND id != ?",
                         (row["sha256"], target_group, row["id"]),
                     ).fetchone()
                 ):
                     raise Conflict(f"image {row['id']!r} is already in group {target_group!r}")
+                new = {**dict(row), "status": status, "grp": target_group}
                 if status == "group":
                     new["filename"] = self._unique_filename(target_group, row["filename"], taken)
                     if not self.catalog.one("SELECT 1 FROM groups WHERE name = ?", (target_group,)):
                         # A deleted group's image brought back: the group comes back too.
-                        db.execute(
-                            "INSERT OR IGNORE INTO groups (name, created) VALUES (?, ?)", (target_group, time.time())
-                        )
+                        ch.insert_group(target_group)
                         self.group_dir(target_group).mkdir(parents=True, exist_ok=True)
-                db.execute(
-                    "UPDATE images SET status = ?, grp = ?, filename = ? WHERE id = ?",
-                    (new["status"], new["grp"], new["filename"], row["id"]),
-                )
+                ch.update_image(row, status=status, grp=target_group, filename=new["filename"])
                 src, dst = self.rel_path(row), self.rel_path(new)
                 if src != dst:
-                    self._plan_move(db, src, dst)
+                    ch.move(src, dst)
                 touched.update((row["grp"], target_group))
                 changed += 1
-            Catalog.log(db, op, ids=[r["id"] for r in rows], status=status, group=group)
-        self._apply_moves()
+        self.journal.settle(ch, "the change of the images")
         if changed:
             self._emit("images", groups=sorted(touched))
         return changed
@@ -609,19 +622,26 @@ class Dataset:
             return self._relocate(self._rows_for(ids), status="group", group=group, op="move")
 
     def file_path(self, image_id: str) -> Path:
+        """The image's file; only a regular file whose real place is inside the dataset is served."""
         path = self.abs_path(self.get_row(image_id))
-        if not path.is_file():
+        if path.is_symlink() or not path.is_file() or not inside(path, self.root):
             raise NotFound(f"the file of image {image_id!r} is missing")
         return path
 
     def thumb_path(self, image_id: str) -> Path:
+        """The thumbnail, made once: concurrent requests for a new image wait for the one that makes it."""
         row = self.get_row(image_id)
         thumb = self.thumbs_dir / f"{row['id']}.jpg"
-        if not thumb.exists():
-            src = self.abs_path(row)
-            if not src.is_file():
-                raise NotFound(f"the file of image {image_id!r} is missing")
-            imaging.write_atomic(thumb, imaging.thumbnail_jpeg(src, max_pixels=self.max_image_pixels))
+        if thumb.exists():
+            return thumb
+        with self._lock:
+            lock = self._thumb_locks.setdefault(row["id"], threading.Lock())
+        with lock:
+            if not thumb.exists():
+                src = self.file_path(image_id)
+                imaging.write_atomic(thumb, imaging.thumbnail_jpeg(src, max_pixels=self.max_image_pixels))
+        with self._lock:
+            self._thumb_locks.pop(row["id"], None)
         return thumb
 
     # ---- rescan -------------------------------------------------------------------------
@@ -637,7 +657,8 @@ class Dataset:
             "warnings": list(self.warnings),
         }
         with self._lock:
-            report["recovery"] = self._apply_moves()
+            report["recovery"] = self.journal.recover()
+            pending = self.journal.pending_paths()
             known_groups = set(self.group_names())
             folders: list[str] = []
             for dirpath, dirnames, _ in os.walk(self.root):
@@ -645,15 +666,21 @@ class Dataset:
                 rel = Path(dirpath).relative_to(self.root).as_posix()
                 if rel != ".":
                     folders.append(rel)
-            new_groups = []
+            new_groups: list[str] = []
+            lower = {g.lower() for g in known_groups}
             for rel in folders:
+                if rel in known_groups:
+                    continue
                 try:
                     validate_group_path(rel)
+                    validate_new_leaf(rel.rsplit("/", 1)[-1])
+                    if rel.lower() in lower:
+                        raise BadInput("another group has the same name ignoring case")
                 except BadInput as exc:
                     report["skipped"].append({"name": rel, "reason": f"folder not usable as a group: {exc.detail}"})
                     continue
-                if rel not in known_groups:
-                    new_groups.append(rel)
+                new_groups.append(rel)
+                lower.add(rel.lower())
             vanished_groups = [g for g in known_groups if not self.group_dir(g).is_dir()]
             with self.catalog.transaction() as db:
                 for g in new_groups:
@@ -665,15 +692,28 @@ class Dataset:
             on_disk: dict[str, set[str]] = {}
             candidates: list[tuple[str, str]] = []
             for g in sorted(known_groups):
-                names = {e.name for e in os.scandir(self.group_dir(g)) if e.is_file() and not e.name.startswith(".")}
+                names, links = set(), []
+                for e in os.scandir(self.group_dir(g)):
+                    if e.name.startswith("."):
+                        continue
+                    if e.is_symlink():
+                        links.append(e.name)  # never adopted: it could point anywhere (/etc/passwd)
+                    elif e.is_file():
+                        names.add(e.name)
+                report["skipped"] += [
+                    {"name": f"{g}/{n}", "reason": "symbolic link: not adopted (copy the file in instead)"}
+                    for n in links
+                ]
                 on_disk[g] = names
                 in_cat = {
                     r["filename"]
                     for r in self.catalog.all("SELECT filename FROM images WHERE grp = ? AND status = 'group'", (g,))
                 }
-                candidates += [(g, n) for n in sorted(names - in_cat)]
+                candidates += [(g, n) for n in sorted(names - in_cat) if self.group_dir(g) / n not in pending]
             vanished = []
             for row in self.catalog.all("SELECT * FROM images"):
+                if self.abs_path(row) in pending:
+                    continue  # a change still has to move it there
                 if row["status"] == "group":
                     exists = row["filename"] in on_disk.get(row["grp"], ())
                 else:

@@ -35,3 +35,9 @@ class NotAnImage(CVError):
 
 class NoModel(CVError):
     status = 503
+
+
+class StorageError(CVError):
+    """The disk refused a change (full, read-only); the message says whether anything changed."""
+
+    status = 507

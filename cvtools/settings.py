@@ -31,6 +31,7 @@ RANGES: dict[str, tuple[float, float | None]] = {
     "grab_min_side": (1, 4096),
 }
 EXCLUSIVE = {"test_size"}
+MIN_TOKEN_LENGTH = 16
 
 
 class SettingsError(ValueError):
@@ -117,6 +118,8 @@ class Settings(BaseSettings):
         object.__setattr__(self, "public_dirs", dirs)
         if not is_loopback(self.host) and not self.auth_token:
             raise ValueError(f"auth_token must be set when host is {self.host!r} (not this computer only)")
+        if self.auth_token and len(self.auth_token) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"auth_token must be at least {MIN_TOKEN_LENGTH} characters long (a short one is guessed)")
         return self
 
     @property

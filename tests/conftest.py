@@ -16,10 +16,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 for _k in [k for k in os.environ if k.startswith("CVTOOLS_") and k != "CVTOOLS_SLOW"]:
     del os.environ[_k]
 
-from fastapi.testclient import TestClient  # noqa: E402
 
 from cvtools.settings import Settings  # noqa: E402
-from cvtools.web import create_app  # noqa: E402
+from cvtools.web import create_app, server  # noqa: E402
+
+from .helpers import TestClient  # noqa: E402
 
 
 @pytest.fixture
@@ -68,10 +69,7 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = create_app(settings)
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=1
-        )
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(server.config(self.app, "127.0.0.1", self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:

@@ -8,9 +8,20 @@ import random
 from pathlib import Path
 
 import numpy as np
+from fastapi.testclient import TestClient as _StarletteClient
 from PIL import Image
 
 from cvtools.dataset import STATE, Dataset
+
+
+class TestClient(_StarletteClient):
+    """Starlette's test client, addressed as a browser on this computer addresses the app
+    (http://localhost): the app refuses requests for other host names (DNS rebinding)."""
+
+    __test__ = False
+
+    def __init__(self, app, base_url: str = "http://localhost", **kw) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(app, base_url=base_url, **kw)
 
 
 def image_bytes(

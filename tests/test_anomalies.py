@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from cvtools.settings import Settings
@@ -15,7 +14,7 @@ from cvtools.vision import anomalies as anom
 from cvtools.web import create_app
 
 from .conftest import fill_classes, run_training, wait_jobs
-from .helpers import class_image
+from .helpers import TestClient, class_image
 from .test_api_dataset import snapshot
 
 

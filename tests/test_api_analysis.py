@@ -10,7 +10,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from cvtools import netfetch
@@ -20,7 +19,7 @@ from cvtools.web.api_analysis import parse_cv_query
 
 from .conftest import fill_classes, run_training, wait_jobs
 from .fakeweb import FakeWeb
-from .helpers import class_image
+from .helpers import TestClient, class_image
 
 
 @pytest.mark.parametrize(

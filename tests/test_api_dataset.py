@@ -9,13 +9,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from cvtools.settings import Settings
 from cvtools.web import create_app
 
 from .conftest import LiveServer
-from .helpers import assert_consistent, image_bytes
+from .helpers import TestClient, assert_consistent, image_bytes
 
 
 def upload(client: TestClient, group: str, files: list[tuple[str, bytes]], status: str | None = None) -> httpx.Response:
@@ -258,23 +257,23 @@ def test_openapi_lists_contract(client: TestClient) -> None:
 
 
 def test_auth_token_everywhere(dataset_dir: Path) -> None:
-    s = Settings(dataset_dir=dataset_dir, auth_token="t0ken", host="127.0.0.1")
+    s = Settings(dataset_dir=dataset_dir, auth_token="t0ken-t0ken-t0ken-1", host="127.0.0.1")
     with TestClient(create_app(s)) as c:
         for path in ["/api/status", "/api/groups", "/api/events", "/api/images/x/thumb", "/api/jobs/x"]:
             assert c.get(path).status_code == 401, path
         page = c.get("/", headers={"accept": "text/html"}, follow_redirects=False)
         assert page.status_code == 303 and page.headers["location"].startswith("/login")
         assert c.get("/api/status", headers={"Authorization": "Bearer wrong"}).status_code == 401
-        assert c.get("/api/status", headers={"Authorization": "Bearer t0ken"}).status_code == 200
+        assert c.get("/api/status", headers={"Authorization": "Bearer t0ken-t0ken-t0ken-1"}).status_code == 200
         assert c.post("/login", data={"token": "nope"}).status_code == 401
-        r = c.post("/login", data={"token": "t0ken", "next": "//evil.example"}, follow_redirects=False)
+        r = c.post("/login", data={"token": "t0ken-t0ken-t0ken-1", "next": "//evil.example"}, follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == "/"
         cookie = r.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie
         assert c.get("/api/groups").status_code == 200  # the cookie is now sent
         cross = c.post("/api/groups", json={"name": "x"}, headers={"origin": "http://evil.example"})
         assert cross.status_code == 403
-        assert c.post("/api/groups", json={"name": "x"}, headers={"origin": "http://testserver"}).status_code == 201
+        assert c.post("/api/groups", json={"name": "x"}, headers={"origin": "http://localhost"}).status_code == 201
 
 
 def test_kill_9_during_status_change_keeps_consistency(tmp_path: Path) -> None:

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
 from cvtools.settings import Settings
 from cvtools.web import create_app
 
 from .conftest import fill_classes, run_training, wait_jobs
-from .helpers import image_bytes
+from .helpers import TestClient, image_bytes
 from .test_api_dataset import snapshot
 
 

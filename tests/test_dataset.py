@@ -9,6 +9,7 @@ import pytest
 from cvtools import dataset as dataset_mod
 from cvtools.dataset import Dataset, Incoming
 from cvtools.errors import BadInput, Conflict, NotFound
+from cvtools.journal import Change, Journal
 
 from .helpers import assert_consistent, image_bytes, write_tmp
 
@@ -114,10 +115,10 @@ def test_crash_between_commit_and_file_move_rolls_forward(ds: Dataset, monkeypat
     ds.create_group("g")
     ids = [i["id"] for i in add(ds, "g", list(range(10)))]
 
-    def crash(self: Dataset) -> list[str]:
+    def crash(self: Journal, ch: object, what: str) -> None:
         raise SystemExit("simulated crash after commit")
 
-    monkeypatch.setattr(Dataset, "_apply_moves", crash)
+    monkeypatch.setattr(Journal, "settle", crash)
     with pytest.raises(SystemExit):
         ds.set_status(ids, "deleted")
     monkeypatch.undo()
@@ -133,16 +134,16 @@ def test_crash_between_commit_and_file_move_rolls_forward(ds: Dataset, monkeypat
 def test_crash_before_commit_changes_nothing(ds: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
     ds.create_group("g")
     ids = [i["id"] for i in add(ds, "g", [1, 2])]
-    real = Dataset._plan_move
+    real = Change.move
     calls = {"n": 0}
 
-    def failing(db, src, dst):  # type: ignore[no-untyped-def]
+    def failing(self, src, dst):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         if calls["n"] == 2:
             raise OSError("disk full")
-        real(db, src, dst)
+        real(self, src, dst)
 
-    monkeypatch.setattr(Dataset, "_plan_move", staticmethod(failing))
+    monkeypatch.setattr(Change, "move", failing)
     with pytest.raises(OSError):
         ds.set_status(ids, "new")
     monkeypatch.undo()

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from cvtools.settings import PROJECT_ROOT, Settings
 from cvtools.web import create_app
 
 from .conftest import free_port, wait_jobs
+from .helpers import TestClient
 
 
 def test_run_py_starts_with_onnxruntime(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from cvtools import netfetch
@@ -23,7 +22,7 @@ from cvtools.web import create_app
 
 from .conftest import wait_jobs
 from .fakeweb import FakeWeb
-from .helpers import image_bytes
+from .helpers import TestClient, image_bytes
 
 
 def png_declaring(width: int, height: int) -> bytes:
@@ -280,3 +279,27 @@ def test_cancel_and_bad_requests(grab_client: TestClient, web: FakeWeb, engine: 
 def test_normalise_url() -> None:
     assert normalise_url("HTTP://Example.COM:80/a.jpg#x") == "http://example.com/a.jpg"
     assert normalise_url("https://example.com:8443/a.jpg?b=1") == "https://example.com:8443/a.jpg?b=1"
+
+
+def test_group_deleted_during_a_grab(
+    grab_client: TestClient, web: FakeWeb, engine: Engine, dataset_dir, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """The job ends with a clear message, adds nothing to a group that is gone, and leaves no temp file."""
+    from cvtools.dataset import Dataset
+
+    serve_images(web, engine, range(40, 60))
+    real_add = Dataset.add_images
+    calls = {"n": 0}
+
+    def delete_then_add(self, group, items, **kw):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 2:  # the operator deletes the group while the grab runs
+            assert grab_client.delete("/api/groups/cats").status_code == 200
+        return real_add(self, group, items, **kw)
+
+    monkeypatch.setattr(Dataset, "add_images", delete_then_add)
+    job = grab(grab_client, count=10, provider="google")
+    assert job["state"] == "failed" and "deleted during the grab" in job["error"], job
+    assert [g["name"] for g in grab_client.get("/api/groups").json()["groups"]] == []
+    assert not list((dataset_dir / ".cvtools" / "tmp").iterdir())
+    assert not (dataset_dir / "cats").exists()

@@ -7,14 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from cvtools.settings import Settings
 from cvtools.web import create_app
 
 from .conftest import fill_classes, run_training, wait_jobs
-from .helpers import class_image
+from .helpers import TestClient, class_image
 
 
 def test_train_params_defaults(tiny_client: TestClient) -> None:

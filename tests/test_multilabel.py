@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
 from cvtools.settings import Settings
@@ -18,7 +17,7 @@ from cvtools.vision import multilabel as ml
 from cvtools.web import create_app
 
 from .conftest import run_training, wait_jobs
-from .helpers import assert_consistent, class_image
+from .helpers import TestClient, assert_consistent, class_image
 from .test_api_dataset import snapshot
 
 COLOURS = {"red": (205, 40, 40), "blue": (40, 60, 205)}

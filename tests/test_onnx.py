@@ -10,7 +10,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from cvtools.settings import Settings
@@ -19,7 +18,7 @@ from cvtools.vision.onnx_runtime import accelerate
 from cvtools.web import create_app
 
 from .conftest import fill_classes, run_training, wait_jobs
-from .helpers import class_image
+from .helpers import TestClient, class_image
 
 
 def real_batch(pre, n: int = 6):  # type: ignore[no-untyped-def]

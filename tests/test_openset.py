@@ -11,14 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from cvtools.settings import PROJECT_ROOT, Settings
 from cvtools.vision.openset import Calibration, ancestors, calibrate, subtree_sums
 from cvtools.web import create_app
 
 from .conftest import run_training, wait_jobs
-from .helpers import class_image, image_bytes
+from .helpers import TestClient, class_image, image_bytes
 
 
 def test_tree_arithmetic() -> None:

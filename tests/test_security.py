@@ -8,13 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 from cvtools.settings import Settings
 from cvtools.web import create_app
 
 from .conftest import wait_jobs
-from .helpers import image_bytes
+from .helpers import TestClient, image_bytes
 
 TOKEN = "s3cret-token-value"
 PAGES = ["/", "/learning", "/analysis", "/anomalies"]
@@ -76,7 +75,7 @@ def test_cookie_session_refuses_cross_site_requests(secured: TestClient) -> None
     r = secured.post("/login", data={"token": TOKEN}, follow_redirects=False)
     assert r.status_code == 303 and "HttpOnly" in r.headers["set-cookie"]
     assert secured.get("/api/groups").status_code == 200  # the cookie alone reads
-    same = {"origin": "http://testserver"}
+    same = {"origin": "http://localhost"}
     assert secured.post("/api/groups", json={"name": "ok"}, headers=same).status_code == 201
     for method, path in operations(secured):
         if method not in MUTATING:
@@ -85,7 +84,7 @@ def test_cookie_session_refuses_cross_site_requests(secured: TestClient) -> None
             {"origin": "http://evil.example"},
             {"origin": "null"},
             {"sec-fetch-site": "cross-site"},
-            {"origin": "http://testserver.evil.example"},
+            {"origin": "http://localhost.evil.example"},
         ):
             r = secured.request(method, path, headers=headers, json={})
             assert r.status_code == 403, (method, path, headers, r.status_code)

@@ -35,6 +35,7 @@ def test_public_dirs_default_to_dataset(tmp_path: Path) -> None:
         ("CVTOOLS_PORT", "abc", "port"),
         ("CVTOOLS_SIMILARITY_SPACE", "pixels", "similarity_space"),
         ("CVTOOLS_HOST", "0.0.0.0", "auth_token must be set"),
+        ("CVTOOLS_AUTH_TOKEN", "x", "auth_token must be at least 16 characters"),
         ("CVTOOLS_MAX_IMAGE_PIXELS", "10", "max_image_pixels"),
     ],
 )
@@ -62,4 +63,7 @@ def test_run_py_refuses_bad_setting_with_one_line(tmp_path: Path) -> None:
 def test_non_loopback_host_needs_token(tmp_path: Path) -> None:
     with pytest.raises(SettingsError):
         load_settings(None, host="0.0.0.0", dataset_dir=str(tmp_path))
-    assert load_settings(None, host="0.0.0.0", auth_token="s3cret", dataset_dir=str(tmp_path)).auth_token == "s3cret"
+    assert (
+        load_settings(None, host="0.0.0.0", auth_token="s3cret-s3cret-s3cret", dataset_dir=str(tmp_path)).auth_token
+        == "s3cret-s3cret-s3cret"
+    )

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import imaging, netfetch
 from ..dataset import Dataset, Incoming
-from ..errors import BadInput, CVError, Forbidden, NotAnImage, TooLarge
+from ..errors import BadInput, Conflict, CVError, Forbidden, NotAnImage, NotFound, TooLarge
 from ..jobs import Job
 from ..settings import Settings
 from .base import Blocked, Candidate, Provider
@@ -159,7 +159,15 @@ class Grabber:
                 tmp = self.dataset.new_tmp_path()
                 tmp.write_bytes(data)
                 name = PurePosixPath(urlsplit(cand.url).path).name or f"grab-{added + 1}"
-                result = self.dataset.add_images(group, [Incoming(name=name, path=tmp, source=cand.url)], status="new")
+                try:
+                    result = self.dataset.add_images(
+                        group, [Incoming(name=name, path=tmp, source=cand.url)], status="new"
+                    )
+                except (NotFound, Conflict):
+                    raise Conflict(
+                        f"the group {group!r} was renamed or deleted during the grab; "
+                        f"{added} image(s) had been added to it"
+                    ) from None
                 if not result.added:
                     return result.skipped[0]["reason"] if result.skipped else "not added"
                 batch_shas.add(sha)

@@ -68,6 +68,7 @@ class Engine:
             log.warning("training run %s was interrupted by a stop of the server", run)
         self.store = EmbeddingStore(settings.state_dir / "embeddings.sqlite")
         self._load_lock = threading.Lock()
+        self._train_lock = threading.Lock()
         self._backbone: Backbone | None = None
         self._production: Predictor | None = None
         self._production_loaded = False
@@ -322,6 +323,11 @@ class Engine:
         }
 
     def start_training(self, mode: str, params: dict[str, Any]) -> tuple[Job, str]:
+        # The check and the submit under one lock: of concurrent requests exactly one starts a run.
+        with self._train_lock:
+            return self._start_training(mode, params)
+
+    def _start_training(self, mode: str, params: dict[str, Any]) -> tuple[Job, str]:
         mode_resolved = resolve_mode(mode or self.settings.train_mode)
         if self.jobs.active("train"):
             raise Conflict("a training run is already in progress")

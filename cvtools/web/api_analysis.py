@@ -254,6 +254,8 @@ def _classify_many(ctx: AppContext, items: list[tuple[str, bytes | str]]) -> lis
             ranked, _, verdict = ctx.engine.analyze_full(_decode(ctx, data))
         except CVError as exc:
             return {"name": name, "error": exc.detail, "status": exc.status}
+        except OSError as exc:  # one unreadable item does not fail the others
+            return {"name": name, "error": f"unreadable ({exc.strerror or type(exc).__name__})", "status": 400}
         return {"name": name, "classification": [[g, p] for g, p in ranked], **verdict}
 
     # Threads decode in parallel and their requests meet in the engine's batcher.

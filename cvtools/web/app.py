@@ -20,9 +20,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..dataset import Dataset
 from ..errors import CVError
 from ..jobs import JobRunner
-from ..settings import PROJECT_ROOT, Settings
+from ..journal import storage_message
+from ..settings import PROJECT_ROOT, Settings, is_loopback
 from ..vision.engine import Engine
-from .auth import AuthMiddleware
+from .auth import LOOPBACK_NAMES, AuthMiddleware, LoginThrottle, Sessions
 from .events import EventHub
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,13 @@ def get_ctx(request: Request) -> AppContext:
     return request.app.state.ctx  # type: ignore[no-any-return]
 
 
-class BodyLimitMiddleware:
-    """413 for a body over max_upload_mb, by Content-Length or while streaming."""
+JSON_LIMIT = 8 * 1024 * 1024  # bytes; 100,000 image ids fit in 2 MB
+BODY_IDLE_TIMEOUT_S = 30.0  # a request body that stops arriving for this long is abandoned (408)
+
+
+class RequestLimitsMiddleware:
+    """413 for a body over max_upload_mb (JSON bodies: JSON_LIMIT), by Content-Length before reading or
+    while streaming; 408 for a body that stalls. A 60 MB JSON body is refused before it is parsed."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -54,25 +60,25 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for k, v in scope.get("headers", []):
-            if k == b"content-length":
-                try:
-                    too_big = int(v) > self.limit
-                except ValueError:
-                    too_big = False
-                if too_big:
-                    await JSONResponse(
-                        {"detail": f"request body too large ({self.limit // (1024 * 1024)} MB at most)"}, 413
-                    )(scope, receive, send)
-                    return
+        headers = dict(scope.get("headers", []))
+        json_body = headers.get(b"content-type", b"").split(b";")[0].strip().endswith(b"json")
+        limit = min(self.limit, JSON_LIMIT) if json_body else self.limit
+        too_large = f"request body too large ({limit // (1024 * 1024)} MB at most)"
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > limit:
+            await JSONResponse({"detail": too_large}, 413)(scope, receive, send)
+            return
         seen = 0
 
         async def limited() -> Message:
             nonlocal seen
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), BODY_IDLE_TIMEOUT_S)
+            except TimeoutError:
+                raise HTTPException(408, f"the request body stopped arriving for {BODY_IDLE_TIMEOUT_S:g} s") from None
             seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise HTTPException(413, f"request body too large ({self.limit // (1024 * 1024)} MB at most)")
+            if seen > limit:
+                raise HTTPException(413, too_large)
             return message
 
         await self.app(scope, limited, send)
@@ -140,24 +146,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         if isinstance(exc, OSError):
-            return JSONResponse({"detail": storage_message(exc)}, 507)
+            return JSONResponse({"detail": storage_message(exc, what="the request")}, 507)
         return JSONResponse({"detail": "internal error; the server log has the details"}, 500)
-
-
-def storage_message(exc: OSError) -> str:
-    """What the operator can do about a failed disk operation; no paths, no traceback."""
-    import errno
-
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        why = "the disk is full"
-    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        why = "the dataset folder is not writable"
-    else:
-        why = f"a disk operation failed ({exc.strerror or type(exc).__name__})"
-    return (
-        f"storage error: {why}. Nothing was lost: a change already recorded is completed when the "
-        "folder is writable again (at the latest at the next start)."
-    )
 
 
 def _allowed_methods(request: Request, fallback: str) -> list[str]:
@@ -221,8 +211,10 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     _install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
-    app.add_middleware(AuthMiddleware, token=settings.auth_token)
+    app.add_middleware(RequestLimitsMiddleware, limit=settings.max_upload_bytes)
+    app.state.sessions, app.state.login_throttle = Sessions(), LoginThrottle()
+    hosts = {*LOOPBACK_NAMES, settings.host.lower()} if is_loopback(settings.host) else None
+    app.add_middleware(AuthMiddleware, token=settings.auth_token, sessions=app.state.sessions, hosts=hosts)
 
     app.add_middleware(SecurityHeadersMiddleware)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from typing import Annotated, Any
 
@@ -11,7 +12,7 @@ from fastapi.templating import Jinja2Templates
 
 from ..settings import PROJECT_ROOT
 from .app import get_ctx
-from .auth import COOKIE, session_value
+from .auth import COOKIE, SESSION_DAYS, cookie_value
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(PROJECT_ROOT / "templates"))
@@ -65,30 +66,48 @@ def favicon() -> FileResponse:
     )
 
 
+# What /login?error=<code> may say: codes, never free text from the address bar.
+LOGIN_ERRORS = {
+    "wrong": "Wrong token.",
+    "throttled": "Too many wrong tokens; wait a minute and try again.",
+    "expired": "Your session has ended; log in again.",
+}
+FAILED_LOGIN_DELAY_S = 1.0
+
+
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, next: str = "/", error: str = "") -> HTMLResponse:
+    return _login_form(request, next, error, 200)
+
+
+def _login_form(request: Request, next: str, error: str, status: int) -> HTMLResponse:
     return templates.TemplateResponse(
-        request, "login.html", {"next": _safe_next(next), "error": error, "pages": [], "page": "login"}
+        request,
+        "login.html",
+        {"next": _safe_next(next), "error": LOGIN_ERRORS.get(error, ""), "pages": [], "page": "login"},
+        status_code=status,
     )
 
 
 @router.post("/login")
-def login(request: Request, token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/") -> Response:
+async def login(request: Request, token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/") -> Response:
+    state = request.app.state
     expected = get_ctx(request).settings.auth_token
+    client = request.client.host if request.client else "?"
+    if state.login_throttle.wait_s(client) > 0:
+        return _login_form(request, next, "throttled", 429)
     if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
-        return templates.TemplateResponse(
-            request,
-            "login.html",
-            {"next": _safe_next(next), "error": "Wrong token.", "pages": [], "page": "login"},
-            status_code=401,
-        )
+        state.login_throttle.failed(client)
+        await asyncio.sleep(FAILED_LOGIN_DELAY_S)  # guessing costs time; the event loop stays free
+        return _login_form(request, next, "wrong", 401)
     response = RedirectResponse(_safe_next(next), status_code=303)
-    response.set_cookie(COOKIE, session_value(expected), httponly=True, samesite="strict", max_age=30 * 86400)
+    response.set_cookie(COOKIE, state.sessions.new(), httponly=True, samesite="strict", max_age=SESSION_DAYS * 86400)
     return response
 
 
 @router.post("/logout")
-def logout() -> Response:
+def logout(request: Request) -> Response:
+    request.app.state.sessions.revoke(cookie_value(request.headers.get("cookie", "")))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE)
     return response
