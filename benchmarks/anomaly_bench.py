@@ -23,6 +23,7 @@ from PIL import Image
 from cvtools import imaging
 from cvtools.dataset import Incoming
 from cvtools.vision import anomalies as anom
+from cvtools.web import presenters
 
 from .common import (
     CATEGORIES,
@@ -33,7 +34,7 @@ from .common import (
     import_files,
     openclipart,
     split_files,
-    wait,
+    train,
 )
 
 
@@ -71,7 +72,8 @@ def same_drawing(a: Path, b: Path, max_pixels: int) -> bool:
 def main() -> None:
     environment()
     root = openclipart()
-    settings, ds, jobs, engine = build()
+    settings, sv = build()
+    ds = sv.dataset
     rng = random.Random(0)
     groups = [c.replace("/", "-") for c in CATEGORIES]
     files = {g: split_files(category_files(root, c), 45, 0)[0] for g, c in zip(groups, CATEGORIES, strict=True)}
@@ -85,26 +87,25 @@ def main() -> None:
     for g in groups:
         import_files(ds, g, placed[g])
     wrong_shas = {imaging.sha256_file(everything[k][1]) for k in wrong}
-    job, run = engine.start_training("head", {})
-    wait(jobs, job.id)
-    engine.promote(run)
+    run = train(sv)
+    sv.models.promote(run)
 
     recall = {}
     timing = {}
     for method in ("cross_validation", "production"):
         t0 = time.perf_counter()
-        items = engine.anomalies("errors", method)["items"]
+        items = presenters.anomalies(sv.anomalies.get("errors", method))["items"]
         timing[method] = round(time.perf_counter() - t0, 2)
-        shas = {r["id"]: r["sha256"] for r in ds.rows_with_status("group")}
+        shas = {r.id: r.sha256 for r in ds.with_status("group")}
         top = [shas[i["id"]] for i in items[: 2 * n_wrong]]
         recall[method] = round(len(wrong_shas & set(top)) / len(wrong_shas), 3)
 
     # Near-duplicates: 16 resized / cropped / re-compressed copies, half of them in another group.
-    rows = ds.rows_with_status("group")
+    rows = ds.with_status("group")
     chosen = rng.sample(rows, 16)
     injected = set()
     for n, row in enumerate(chosen):
-        img = imaging.load_rgb(ds.abs_path(row), max_pixels=settings.max_image_pixels)
+        img = imaging.load_rgb(row.path, max_pixels=settings.max_image_pixels)
         if n % 2:
             img = img.resize((max(1, int(img.width * 0.7)), max(1, int(img.height * 0.7))))
         else:
@@ -112,13 +113,13 @@ def main() -> None:
             img = img.crop((int(w * 0.04), int(h * 0.04), int(w * 0.96), int(h * 0.96)))
         out = io.BytesIO()
         img.save(out, "JPEG", quality=80)
-        target = row["grp"] if n < 8 else rng.choice([g for g in groups if g != row["grp"]])
+        target = row.group if n < 8 else rng.choice([g for g in groups if g != row.group])
         tmp = ds.new_tmp_path()
         tmp.write_bytes(out.getvalue())
         added = ds.add_images(target, [Incoming(f"copy{n}.jpg", tmp)]).added
-        injected.add(frozenset((row["id"], added[0]["id"])))
+        injected.add(frozenset((row.id, added[0].id)))
     t0 = time.perf_counter()
-    pairs = engine.anomalies("duplicates")["pairs"]
+    pairs = presenters.anomalies(sv.anomalies.get("duplicates"))["pairs"]
     dup_s = time.perf_counter() - t0
     found = {frozenset((p["a"]["id"], p["b"]["id"])) for p in pairs}
     by_pair = {frozenset((p["a"]["id"], p["b"]["id"])): p for p in pairs}
@@ -146,13 +147,13 @@ def main() -> None:
         print(f"# other pairs contact sheet: {settings.dataset_dir.parent / 'other_pairs.png'}")
 
     # Calibration: the closest pair of distinct (non-copy) images in the same embedding space.
-    p = engine.production()
+    p = sv.models.production()
     assert p is not None
-    rows = ds.rows_with_status("group")
-    vecs = engine.store.get(p.backbone.fingerprint, [r["sha256"] for r in rows], 0, p.backbone.feature_dim)
+    rows = ds.with_status("group")
+    vecs = sv.store.get(p.backbone.fingerprint, [r.sha256 for r in rows], 0, p.backbone.feature_dim)
     unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
     sims = unit @ unit.T
-    ids = [r["id"] for r in rows]
+    ids = [r.id for r in rows]
     np.fill_diagonal(sims, -1)
     copy_ids = {i for pair in injected for i in pair}
     distinct = [
@@ -213,8 +214,7 @@ def main() -> None:
             indent=2,
         )
     )
-    jobs.shutdown()
-    engine.close()
+    sv.close()
 
 
 if __name__ == "__main__":

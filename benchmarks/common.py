@@ -13,8 +13,9 @@ from pathlib import Path
 from cvtools import imaging
 from cvtools.dataset import Dataset, Incoming
 from cvtools.jobs import JobRunner
+from cvtools.schemas import TrainParams
+from cvtools.services import Services, build_services
 from cvtools.settings import PROJECT_ROOT, Settings
-from cvtools.vision.engine import Engine
 
 CATEGORIES = [
     "animals/mammals",
@@ -101,11 +102,9 @@ def split_files(
     return files[:n_train], files[n_train : n_train + n_test], files[n_train + n_test :]
 
 
-def build(
-    workdir: Path | None = None, *, load: bool = True, **settings: object
-) -> tuple[Settings, Dataset, JobRunner, Engine]:
-    """A real dataset and engine in a temp folder; with `load`, the backbone is loaded and its runtime
-    printed (a run that wants ONNX Runtime stops when it is not active)."""
+def build(workdir: Path | None = None, *, load: bool = True, **settings: object) -> tuple[Settings, Services]:
+    """A real dataset and the services over it, in a temp folder; with `load`, the backbone is loaded and
+    its runtime printed (a run that wants ONNX Runtime stops when it is not active)."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="cvtools-bench-"))
     s = Settings(
         dataset_dir=workdir / "dataset",
@@ -113,12 +112,17 @@ def build(
         preload_model=False,
         **settings,
     )  # type: ignore[arg-type]
-    ds = Dataset(s.dataset_dir, max_image_pixels=s.max_image_pixels)
-    jobs = JobRunner()
-    engine = Engine(s, ds, jobs, lambda event, data: None)
+    sv = build_services(s)
     if load:
-        announce_runtime(engine.backbone(), want="torch" if s.inference_runtime == "torch" else "onnxruntime")
-    return s, ds, jobs, engine
+        announce_runtime(sv.models.backbone(), want="torch" if s.inference_runtime == "torch" else "onnxruntime")
+    return s, sv
+
+
+def train(sv: Services, mode: str = "head", **params: object) -> str:
+    """Start a training run, wait for it, return the run id."""
+    job, run = sv.training.start(mode, TrainParams(**params))  # type: ignore[arg-type]
+    wait(sv.jobs, job.id)
+    return run
 
 
 def import_files(ds: Dataset, group: str, files: list[Path]) -> int:

@@ -35,7 +35,7 @@ from .common import (
     import_files,
     openclipart,
     split_files,
-    wait,
+    train,
 )
 
 PER_CATEGORY = 50
@@ -55,7 +55,8 @@ def properties(path) -> tuple[float, float]:  # type: ignore[no-untyped-def]
 def main() -> None:
     environment()
     root = openclipart()
-    settings, ds, jobs, engine = build()
+    settings, sv = build()
+    ds = sv.dataset
     ds.set_label_mode("multi")
     ds.create_group("category")
     ds.set_exclusive("category", True)
@@ -65,13 +66,13 @@ def main() -> None:
         files[leaf] = split_files(category_files(root, cat), PER_CATEGORY, 0)[0]
         ds.create_group(leaf, "category")
         import_files(ds, f"category/{leaf}", files[leaf])
-    rows = ds.rows_with_status("group")
-    props = {r["sha256"]: properties(ds.abs_path(r)) for r in rows}
+    rows = ds.with_status("group")
+    props = {r.sha256: properties(r.path) for r in rows}
     sat_cut = float(np.median([p[0] for p in props.values()]))
     dark_cut = float(np.median([p[1] for p in props.values()]))
     for label, k, cut in (("colourful", 0, sat_cut), ("dark", 1, dark_cut)):
         ds.create_group(label)
-        ids = [r["id"] for r in rows if props[r["sha256"]][k] > cut]
+        ids = [r.id for r in rows if props[r.sha256][k] > cut]
         ds.add_to_group(ids, label)
     # switching to single is refused while images are in several groups; a copy without them round-trips
     refused = False
@@ -81,39 +82,36 @@ def main() -> None:
         refused = True
 
     with Timer() as t_train:
-        job, run = engine.start_training("head", {})
-        wait(jobs, job.id)
-    engine.promote(run)
-    record = engine.registry.get(run)
-    p = engine.production()
+        run = train(sv)
+    sv.models.promote(run)
+    record = sv.models.registry.get(run)
+    p = sv.models.production()
     assert p is not None and p.layout is not None
     layout = p.layout
 
     # the same split and embeddings for both
-    group_rows = ds.rows_with_status("group")
+    group_rows = ds.with_status("group")
     sets: dict[str, set[str]] = {}
     first: dict[str, object] = {}
     for r in group_rows:
-        sets.setdefault(r["sha256"], set()).add(r["grp"])
-        first.setdefault(r["sha256"], r)
+        sets.setdefault(r.sha256, set()).add(r.group)
+        first.setdefault(r.sha256, r)
     shas = sorted(sets)
     y = np.array([[g in sets[s] for g in layout.outputs] for s in shas], dtype=bool)
     fp, dim = p.backbone.fingerprint, p.backbone.feature_dim
-    hp = HeadParams(
-        epochs=int(record["params"]["epochs"]), head_learning_rate=float(record["params"]["head_learning_rate"])
-    )
-    k = int(record["params"]["augment_views"])
+    hp = HeadParams(epochs=int(record.params["epochs"]), head_learning_rate=float(record.params["head_learning_rate"]))
+    k = int(record.params["augment_views"])
     train_views = [0, 1, *range(2, 2 + k)]
     # every image's augmented views, so that any split's training side has them (as a run would)
     embed_missing(
-        engine.store,
+        sv.store,
         p.backbone,
-        [(Item(s, ds.abs_path(first[s])), train_views) for s in shas],
+        [(Item(s, first[s].path), train_views) for s in shas],
         batch_size=settings.batch_size,
         max_pixels=settings.max_image_pixels,
         job=None,
     )
-    views = [engine.store.get(fp, shas, v, dim) for v in (0, 1)]
+    views = [sv.store.get(fp, shas, v, dim) for v in (0, 1)]
 
     def scores(probs: np.ndarray, truth: np.ndarray, exclusive: bool) -> dict[str, float]:
         out = {}
@@ -132,7 +130,7 @@ def main() -> None:
     for seed in range(3):
         val = ml.split_multi(shas, y, test_size=settings.test_size, seed=seed)
         tr = [s for s, v in zip(shas, val, strict=True) if not v]
-        x_train = np.concatenate([engine.store.get(fp, tr, v, dim) for v in train_views])
+        x_train = np.concatenate([sv.store.get(fp, tr, v, dim) for v in train_views])
         with Timer() as t_head:
             head, _ = ml.train_multi_head(
                 x_train,
@@ -162,14 +160,14 @@ def main() -> None:
     keys = ["micro_f1_at_0.5", "macro_f1_at_0.5", "micro_f1_tuned", "macro_f1_tuned"]
 
     # round trip of the mode on a dataset without multi memberships
-    _, ds2, jobs2, engine2 = build()
+    _, sv2 = build()
+    ds2 = sv2.dataset
     import_files(ds2, "a", files[next(iter(files))][:10])
-    before = sorted((r["id"], r["grp"], r["status"], r["sha256"]) for r in ds2.catalog.all("SELECT * FROM images"))
+    before = sorted((r["id"], r["grp"], r["status"], r["sha256"]) for r in ds2.catalog.all_images())
     ds2.set_label_mode("multi")
     ds2.set_label_mode("single")
-    after = sorted((r["id"], r["grp"], r["status"], r["sha256"]) for r in ds2.catalog.all("SELECT * FROM images"))
-    jobs2.shutdown()
-    engine2.close()
+    after = sorted((r["id"], r["grp"], r["status"], r["sha256"]) for r in ds2.catalog.all_images())
+    sv2.close()
 
     print(f"# {cpu_note()}; offline backbone; {len(shas)} images; outputs {layout.outputs}")
     print(
@@ -184,7 +182,7 @@ def main() -> None:
                 "run": {
                     "micro_f1": record.get("micro_f1"),
                     "macro_f1": record.get("macro_f1"),
-                    "category_accuracy": record["attributes"]["category"]["accuracy"],
+                    "category_accuracy": record.attributes["category"]["accuracy"],
                     "click_to_done_s": round(t_train.seconds, 1),
                 },
                 "mode_switch": {"single_refused_while_multi": refused, "round_trip_unchanged": before == after},
@@ -193,8 +191,7 @@ def main() -> None:
             indent=2,
         )
     )
-    jobs.shutdown()
-    engine.close()
+    sv.close()
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from sklearn.metrics import roc_auc_score
 from cvtools import imaging
 from cvtools.__main__ import classify_files
 
-from .common import Timer, build, category_files, cpu_note, environment, import_files, openclipart, split_files, wait
+from .common import Timer, build, category_files, cpu_note, environment, import_files, openclipart, split_files
 
 KNOWN = ["animals/mammals", "food/fruit", "shapes/arrows", "transportation/roadsigns", "recreation/music"]
 UNKNOWN = ["signs_and_symbols/flags", "office", "tools"]
@@ -35,11 +35,11 @@ TREE = [
 ]
 
 
-def verdicts(engine, files):  # type: ignore[no-untyped-def]
+def verdicts(sv, files):  # type: ignore[no-untyped-def]
     out = []
     for f in files:
         img = imaging.load_rgb(f, max_pixels=50_000_000, min_side=448)
-        ranked, _, v = engine.analyze_full(img)
+        ranked, _, v = sv.classifier.analyze_full(img)
         out.append((ranked, v))
     return out
 
@@ -47,19 +47,19 @@ def verdicts(engine, files):  # type: ignore[no-untyped-def]
 def main() -> None:
     environment()
     root = openclipart()
-    settings, ds, jobs, engine = build()
+    settings, sv = build()
+    ds = sv.dataset
     held = {}
     for cat in KNOWN:
         train, test, _ = split_files(category_files(root, cat), 45, 20)
         import_files(ds, cat.replace("/", "-"), train)
         held[cat] = test
     unknown_files = [f for cat in UNKNOWN for f in split_files(category_files(root, cat), 0, 30)[1]]
-    job, run = engine.start_training("head", {})
-    wait(jobs, job.id)
-    engine.promote(run)
+    run = train(sv)
+    sv.models.promote(run)
     known_files = [f for cat in KNOWN for f in held[cat]]
-    kv = verdicts(engine, known_files)
-    uv = verdicts(engine, unknown_files)
+    kv = verdicts(sv, known_files)
+    uv = verdicts(sv, unknown_files)
     scores = [v["score"] for _, v in kv] + [v["score"] for _, v in uv]
     labels = [0] * len(kv) + [1] * len(uv)
     auroc = roc_auc_score(labels, scores)
@@ -77,8 +77,8 @@ def main() -> None:
     # Batch classification: the CLI's path vs the engine's in-process batched throughput.
     files = known_files + unknown_files
     with Timer() as t_cli:
-        classify_files(engine, files, settings.max_image_pixels)
-    p = engine.production()
+        classify_files(sv.classifier, files)
+    p = sv.models.production()
     assert p is not None
     with Timer() as t_engine:
         for i in range(0, len(files), settings.batch_size):
@@ -87,11 +87,11 @@ def main() -> None:
             ]
             p.analyze(p.preprocess.batch(imgs))
     cli_rate, engine_rate = len(files) / t_cli.seconds, len(files) / t_engine.seconds
-    jobs.shutdown()
-    engine.close()
+    sv.close()
 
     # Two-level tree: parents food / transportation / recreation, two leaves each.
-    _, ds2, jobs2, engine2 = build()
+    _, sv2 = build()
+    ds2 = sv2.dataset
     held2 = {}
     for cat in TREE:
         train, test, _ = split_files(category_files(root, cat), 40, 20)
@@ -102,19 +102,17 @@ def main() -> None:
             ds2.create_group(leaf, top)
         import_files(ds2, cat, train)
         held2[cat] = test
-    job2, run2 = engine2.start_training("head", {})
-    wait(jobs2, job2.id)
-    engine2.promote(run2)
+    run2 = train(sv2)
+    sv2.models.promote(run2)
     wrong = right_parent = fallbacks = 0
     for cat in TREE:
-        for ranked, v in verdicts(engine2, held2[cat]):
+        for ranked, v in verdicts(sv2, held2[cat]):
             if v["fallback"]:
                 fallbacks += 1
             if ranked[0][0] != cat:
                 wrong += 1
                 right_parent += v["fallback"] == cat.split("/")[0]
-    jobs2.shutdown()
-    engine2.close()
+    sv2.close()
 
     print(
         f"# {cpu_note()}; offline backbone; torch threads {torch.get_num_threads()}; "

@@ -37,7 +37,6 @@ from .common import (
     openclipart,
     split_files,
     start_server,
-    wait,
 )
 from .serve_bench import make_query_jpeg
 
@@ -169,17 +168,16 @@ def main() -> None:
     results["pipeline_batch16"] = {"raw_onnxruntime_img_s": round(float(np.median(raws)), 1), "rounds": ROUNDS, **pipe}
 
     # /cv for both runtimes on one trained model.
-    settings, ds, jobs, engine = build(work / "serve")
+    settings, sv = build(work / "serve")
+    ds = sv.dataset
     queries = []
     for cat in CATEGORIES[:4]:
         train, test, _ = split_files(category_files(root, cat), 15, 3)
         import_files(ds, cat.replace("/", "-"), train)
         queries += test
-    job, run = engine.start_training("head", {"augment_views": 1})
-    wait(jobs, job.id)
-    engine.promote(run)
-    jobs.shutdown()
-    engine.close()
+    run = train(sv, augment_views=1)
+    sv.models.promote(run)
+    sv.close()
     jpeg = make_query_jpeg(queries[0], settings.dataset_dir / "query.jpg")
     results["cv"] = {
         rt: cv_figures(settings.dataset_dir, run, jpeg, rt, args.seconds) for rt in ("torch", "onnxruntime")

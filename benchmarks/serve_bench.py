@@ -35,7 +35,6 @@ from .common import (
     openclipart,
     split_files,
     start_server,
-    wait,
 )
 
 
@@ -62,15 +61,15 @@ def main() -> None:
     args = ap.parse_args()
 
     root = openclipart()
-    settings, ds, jobs, engine = build()
+    settings, sv = build()
+    ds = sv.dataset
     queries = []
     for cat in CATEGORIES[:4]:
         train, test, _ = split_files(category_files(root, cat), args.per_class, 5)
         import_files(ds, cat.replace("/", "-"), train)
         queries += test
-    job, run = engine.start_training("head", {"augment_views": 1})
-    wait(jobs, job.id)
-    engine.promote(run)
+    run = train(sv, augment_views=1)
+    sv.models.promote(run)
     qdir = settings.dataset_dir / "queries"
     qdir.mkdir()
     jpeg = make_query_jpeg(queries[0], qdir / "query.jpg")
@@ -78,15 +77,14 @@ def main() -> None:
 
     # In-process: decode + preprocess + forward through the engine, one image at a time.
     for _ in range(5):
-        engine.analyze(imaging.load_rgb(data, max_pixels=settings.max_image_pixels, min_side=448))
+        sv.classifier.analyze(imaging.load_rgb(data, max_pixels=settings.max_image_pixels, min_side=448))
     inproc = []
     for _ in range(100):
         t0 = time.perf_counter()
-        engine.analyze(imaging.load_rgb(data, max_pixels=settings.max_image_pixels, min_side=448))
+        sv.classifier.analyze(imaging.load_rgb(data, max_pixels=settings.max_image_pixels, min_side=448))
         inproc.append(time.perf_counter() - t0)
     inproc_ms = statistics.median(inproc) * 1000
-    jobs.shutdown()
-    engine.close()
+    sv.close()
 
     server, base, _ = start_server(settings.dataset_dir, {"CVTOOLS_NEURONET": "efficientnet-lite0"}, run)
     try:

@@ -33,7 +33,7 @@ from .common import (
     import_files,
     openclipart,
     split_files,
-    wait,
+    train,
 )
 
 
@@ -48,7 +48,8 @@ def main() -> None:
     args = ap.parse_args()
 
     root = openclipart()
-    settings, ds, jobs, engine = build(load=False)
+    settings, sv = build(load=False)
+    ds = sv.dataset
     train_files, test_files, extra_files = {}, {}, {}
     for cat in CATEGORIES:
         files = category_files(root, cat)
@@ -63,15 +64,14 @@ def main() -> None:
     )
 
     with Timer() as t_load:
-        bb = engine.backbone()
+        bb = sv.models.backbone()
     print(f"backbone {bb.name} loaded in {t_load.seconds:.1f} s")
     announce_runtime(bb)
 
     params = {"augment_views": args.augment_views} if args.augment_views is not None else {}
     with Timer() as t_head:
-        job, run = engine.start_training("head", params)
-        wait(jobs, job.id)
-    record = engine.registry.get(run)
+        run = train(sv, "head", **params)
+    record = sv.models.registry.get(run)
 
     # Held-out embeddings (views 0 and 1) with the same backbone, through the same pipeline.
     held = [(Item(imaging.sha256_file(p), p), [0, 1]) for cat in CATEGORIES for p in test_files[cat]]
@@ -85,7 +85,7 @@ def main() -> None:
     h0 = np.stack([vecs[(it.sha256, 0)] for it, _ in held])
     h1 = np.stack([vecs[(it.sha256, 1)] for it, _ in held])
 
-    predictor = load_predictor(engine.registry.run_dir(run), bb)
+    predictor = load_predictor(sv.models.registry.run_dir(run), bb)
     assert predictor.head is not None
     head_acc = float((evaluate_probs(predictor.head, [h0, h1]).argmax(1) == y_held).mean())
     head_acc_noflip = float((evaluate_probs(predictor.head, [h0]).argmax(1) == y_held).mean())
@@ -93,9 +93,9 @@ def main() -> None:
     # Baseline: logistic-regression probe on the same plain embeddings of the same training images.
     from sklearn.linear_model import LogisticRegression
 
-    rows = ds.rows_with_status("group")
-    x_tr = engine.store.get(bb.fingerprint, [r["sha256"] for r in rows], 0, bb.feature_dim)
-    y_tr = np.array([classes.index(r["grp"]) for r in rows])
+    rows = ds.with_status("group")
+    x_tr = sv.store.get(bb.fingerprint, [r.sha256 for r in rows], 0, bb.feature_dim)
+    y_tr = np.array([classes.index(r.group) for r in rows])
     with Timer() as t_probe:
         probe = LogisticRegression(max_iter=3000, C=1.0).fit(x_tr, y_tr)
     probe_acc = float((probe.predict(h0) == y_held).mean())
@@ -103,9 +103,8 @@ def main() -> None:
     # Retraining after adding 5 images.
     added = sum(import_files(ds, cat.replace("/", "-"), extra_files[cat][:1]) for cat in CATEGORIES[:5])
     with Timer() as t_retrain:
-        job2, run2 = engine.start_training("head", params)
-        wait(jobs, job2.id)
-    rec2 = engine.registry.get(run2)
+        run2 = train(sv, "head", **params)
+    rec2 = sv.models.registry.get(run2)
 
     # Embedding pipeline vs raw forward on the same batches.
     fresh = [(Item(imaging.sha256_file(p), p), [0]) for cat in CATEGORIES for p in extra_files[cat][1:40]][:192]
@@ -133,16 +132,16 @@ def main() -> None:
             "held_out_accuracy": round(head_acc, 4),
             "held_out_accuracy_without_flip": round(head_acc_noflip, 4),
             "click_to_done_s": round(t_head.seconds, 1),
-            "embedded_images": record["embedded_images"],
-            "augment_views": record["params"]["augment_views"],
-            "val_accuracy": record["accuracy"],
+            "embedded_images": record.embedded_images,
+            "augment_views": record.params["augment_views"],
+            "val_accuracy": record.accuracy,
         },
         "probe": {"held_out_accuracy": round(probe_acc, 4), "fit_s": round(t_probe.seconds, 2)},
         "head_minus_probe_points": round(100 * (head_acc - probe_acc), 1),
         "retrain_after_adding": {
             "images_added": added,
             "seconds": round(t_retrain.seconds, 2),
-            "embedded_images": rec2["embedded_images"],
+            "embedded_images": rec2.embedded_images,
         },
         "pipeline": {
             "images": n_pipe,
@@ -154,10 +153,9 @@ def main() -> None:
 
     if not args.skip_finetune:
         with Timer() as t_ft:
-            job3, run3 = engine.start_training("finetune", {"num_train_epochs": args.finetune_epochs})
-            wait(jobs, job3.id, timeout=7200)
-        rec3 = engine.registry.get(run3)
-        ft = load_predictor(engine.registry.run_dir(run3), None)
+            run3 = train(sv, "finetune", num_train_epochs=args.finetune_epochs)
+        rec3 = sv.models.registry.get(run3)
+        ft = load_predictor(sv.models.registry.run_dir(run3), None)
         probs = []
         for cat in CATEGORIES:
             imgs = [imaging.load_rgb(p, max_pixels=settings.max_image_pixels) for p in test_files[cat]]
@@ -168,12 +166,11 @@ def main() -> None:
             "epochs": args.finetune_epochs,
             "held_out_accuracy": round(ft_acc, 4),
             "wall_s": round(t_ft.seconds, 1),
-            "val_accuracy": rec3["accuracy"],
+            "val_accuracy": rec3.accuracy,
         }
 
     print(json.dumps(results, indent=2))
-    jobs.shutdown()
-    engine.close()
+    sv.close()
     print(f"# finished {time.strftime('%Y-%m-%d %H:%M:%S')}")
 
 

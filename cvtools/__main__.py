@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-
-from . import imaging
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
 
@@ -43,23 +40,15 @@ def progress(done: int, total: int) -> None:
     sys.stderr.flush()
 
 
-def classify_files(engine: Any, files: list[Path], max_pixels: int) -> list[dict[str, Any]]:
-    """The same answers as POST /api/classify, through the engine's batcher."""
+def classify_files(classifier: Any, files: list[Path]) -> list[dict[str, Any]]:
+    """The same answers as POST /api/classify, through the classifier's batcher; the files are the
+    operator's own (read as given, not limited to public_dirs)."""
 
-    def one(path: Path) -> dict[str, Any]:
-        try:
-            img = imaging.load_rgb(path, max_pixels=max_pixels, min_side=engine.decode_side())
-        except (imaging.ImageRejected, OSError) as exc:
-            return {"path": str(path), "error": str(exc)}
-        ranked, _, verdict = engine.analyze_full(img)
-        return {"path": str(path), "classification": ranked, **verdict}
+    def read(path: str) -> bytes:
+        return Path(path).read_bytes()
 
-    results: list[dict[str, Any]] = []
-    with ThreadPoolExecutor(max(2, engine.settings.batch_size)) as pool:
-        for r in pool.map(one, files):
-            results.append(r)
-            progress(len(results), len(files))
-    return results
+    results = classifier.classify_many([(str(f), str(f)) for f in files], read=read, progress=progress)
+    return [{"path": r.pop("name"), **r} for r in results]
 
 
 def write_csv(results: list[dict[str, Any]], out: Path) -> None:
@@ -111,11 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--config", help="another config.py")
     args = parser.parse_args(argv)
 
-    from .dataset import Dataset
     from .errors import CVError
-    from .jobs import JobRunner
+    from .services import build_services
     from .settings import DEFAULT_CONFIG, SettingsError, load_settings
-    from .vision.engine import Engine
 
     try:
         settings = load_settings(Path(args.config) if args.config else DEFAULT_CONFIG, dataset_dir=args.dataset)
@@ -126,19 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         print("cvtools: no images found", file=sys.stderr)
         return 2
-    dataset = Dataset(settings.dataset_dir, max_image_pixels=settings.max_image_pixels)
-    jobs = JobRunner()
-    engine = Engine(settings, dataset, jobs, lambda event, data: None)
+    services = build_services(settings)
     try:
-        engine.require_production()
-        results = classify_files(engine, files, settings.max_image_pixels)
+        results = classify_files(services.classifier, files)
     except CVError as exc:
         print(f"cvtools: {exc.detail}", file=sys.stderr)
         return 1
     finally:
-        jobs.shutdown()
-        engine.close()
-        dataset.catalog.close()
+        services.close()
     write_csv(results, Path(args.out))
     failed = sum(1 for r in results if "error" in r)
     unknown = sum(1 for r in results if r.get("unknown"))

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
+from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from .helpers import image_bytes
 
 Route = Callable[[BaseHTTPRequestHandler], None]
 
@@ -101,3 +106,62 @@ class FakeWeb:
             h.wfile.write(data)
 
         self.routes[path] = route
+
+
+class FakeSearch:
+    """Serves Google WML, Bing async and DuckDuckGo formats over a list of image URLs, paged."""
+
+    def __init__(self, web: FakeWeb) -> None:
+        self.web = web
+        self.urls: list[str] = []
+        self.page = 5
+        web.routes["/wml/search"] = self.google
+        web.routes["/bing/async"] = self.bing
+        web.routes["/ddg/"] = self.ddg_page
+        web.routes["/ddg/i.js"] = self.ddg_json
+
+    def _send(self, h: BaseHTTPRequestHandler, body: str, ctype: str = "text/html") -> None:
+        data = body.encode()
+        h.send_response(200)
+        h.send_header("Content-Type", ctype)
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+    def _slice(self, start: int) -> list[str]:
+        if start >= len(self.urls):  # engines repeat their last page
+            start = max(0, len(self.urls) - self.page)
+        return self.urls[start : start + self.page]
+
+    def google(self, h: BaseHTTPRequestHandler) -> None:
+        q = parse_qs(urlsplit(h.path).query)
+        links = "".join(
+            f'<a href="/imgres?imgurl={escape(u)}&amp;imgrefurl=http://pages/{i}&amp;w=48&amp;h=40">x</a>'
+            for i, u in enumerate(self._slice(int(q["start"][0])))
+        )
+        self._send(h, f"<html><body>{'<p>filler</p>' * 20}{links}</body></html>")
+
+    def bing(self, h: BaseHTTPRequestHandler) -> None:
+        q = parse_qs(urlsplit(h.path).query)
+        items = "".join(
+            f'<a class="iusc" m="{escape(json.dumps({"murl": u, "purl": "http://p", "t": "t"}))}" href="#">i</a>'
+            for u in self._slice(int(q["first"][0]))
+        )
+        self._send(h, f"<div>{items}</div>")
+
+    def ddg_page(self, h: BaseHTTPRequestHandler) -> None:
+        self._send(h, "<html><script>vqd='4-12345';</script>" + "x" * 300 + "</html>")
+
+    def ddg_json(self, h: BaseHTTPRequestHandler) -> None:
+        q = parse_qs(urlsplit(h.path).query)
+        assert q["vqd"] == ["4-12345"]
+        start = int(q.get("s", ["0"])[0])
+        results = [{"image": u, "url": "http://p", "title": "t", "width": 48, "height": 40} for u in self._slice(start)]
+        nxt = f"i.js?q=x&s={start + self.page}&o=json" if start + self.page < len(self.urls) else None
+        self._send(h, json.dumps({"results": results, "next": nxt}), "application/json")
+
+
+def serve_images(web: FakeWeb, engine: FakeSearch, seeds: range, prefix: str = "/img") -> None:
+    for s in seeds:
+        web.body(f"{prefix}/{s}.png", image_bytes(s))
+        engine.urls.append(f"{web.url}{prefix}/{s}.png")

@@ -69,21 +69,21 @@ def assert_consistent(root: Path) -> dict[str, int]:
     """Every catalog image's file is where its status says; every group-folder file is catalogued."""
     ds = Dataset(root, max_image_pixels=50_000_000)
     try:
-        rows = ds.catalog.all("SELECT * FROM images")
+        rows = ds.catalog.all_images()
         for row in rows:
-            assert ds.abs_path(row).is_file(), f"missing file for {dict(row)}"
-        in_catalog = {ds.rel_path(r) for r in rows if r["status"] == "group"}
+            assert ds.layout.abs_path(row).is_file(), f"missing file for {dict(row)}"
+        in_catalog = {ds.layout.rel_path(r) for r in rows if r["status"] == "group"}
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in filenames:
                 rel = (Path(dirpath) / name).relative_to(root).as_posix()
                 assert rel in in_catalog, f"{rel} is in a group folder but not in the catalog"
-        assert not ds.catalog.all("SELECT * FROM moves"), "pending moves left"
+        assert not ds.catalog.all_moves(), "pending moves left"
         stored = list((root / STATE / "files").iterdir())
         assert len(stored) == sum(1 for r in rows if r["status"] != "group"), "stray files in the store"
         return {"images": len(rows)}
     finally:
-        ds.catalog.close()
+        ds.close()
 
 
 CLASS_COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 60, 200)}
@@ -113,3 +113,11 @@ def class_image(cls: str, seed: int, size: int = 72, fmt: str = "PNG") -> bytes:
     out = io.BytesIO()
     img.save(out, fmt)
     return out.getvalue()
+
+
+def snapshot(dataset_dir: Path) -> list[tuple[str, int]]:
+    return sorted(
+        (str(p.relative_to(dataset_dir)), p.stat().st_size)
+        for p in dataset_dir.rglob("*")
+        if p.is_file() and "catalog.sqlite" not in p.name and "thumbs" not in p.parts
+    )

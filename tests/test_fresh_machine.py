@@ -63,7 +63,7 @@ def test_status_and_banner_say_when_onnxruntime_is_not_used(
         monkeypatch.setattr("cvtools.vision.onnx_runtime.PARITY_TOL", -1.0)  # every export "differs"
     with TestClient(create_app(tiny_settings)) as c:
         wait_jobs(c)
-        c.app.state.ctx.engine.backbone()  # type: ignore[attr-defined]
+        c.app.state.services.models.backbone()  # type: ignore[attr-defined]
         model = c.get("/api/status").json()["model"]
         assert model["runtime"] == "torch"
         warning = model["runtime_warning"]
@@ -76,7 +76,7 @@ def test_status_and_banner_say_when_onnxruntime_is_not_used(
 def test_torch_chosen_on_purpose_is_no_warning(tiny_settings: Settings) -> None:
     with TestClient(create_app(tiny_settings.model_copy(update={"inference_runtime": "torch"}))) as c:
         wait_jobs(c)
-        c.app.state.ctx.engine.backbone()  # type: ignore[attr-defined]
+        c.app.state.services.models.backbone()  # type: ignore[attr-defined]
         model = c.get("/api/status").json()["model"]
         assert model["runtime"] == "torch" and model["runtime_warning"] is None
 

@@ -109,7 +109,7 @@ class Grabber:
         )
 
     def _known(self) -> tuple[set[str], np.ndarray]:
-        rows = self.dataset.catalog.all("SELECT source, phash FROM seen")
+        rows = self.dataset.seen()
         sources = {normalise_url(r["source"]) for r in rows if r["source"]}
         hashes = np.array([int(r["phash"], 16) for r in rows if r["phash"]], dtype=np.uint64)
         return sources, hashes

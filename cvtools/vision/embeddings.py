@@ -23,6 +23,8 @@ import torch
 from PIL import Image
 
 from .. import imaging
+from ..jobs import Job
+from .backbone import Backbone
 from .preprocess import Preprocess, flip
 
 
@@ -194,3 +196,69 @@ class Pipeline:
         with torch.inference_mode():
             out = self.forward(torch.from_numpy(np.stack(arrays)))
         return out.float().cpu().numpy()
+
+
+def embed_missing(
+    store: EmbeddingStore,
+    backbone: Backbone,
+    work: list[tuple[Item, list[int]]],
+    *,
+    batch_size: int,
+    max_pixels: int,
+    job: Job | None,
+    label: str = "Embedding",
+) -> tuple[int, list[str]]:
+    """Compute and cache the views not yet in the store. Returns (images computed, decode errors)."""
+    fp = backbone.fingerprint
+    # One look-up per distinct set of views, not one per image.
+    by_views: dict[tuple[int, ...], list[Item]] = {}
+    seen: set[str] = set()
+    for item, views in work:
+        if item.sha256 not in seen:
+            seen.add(item.sha256)
+            by_views.setdefault(tuple(views), []).append(item)
+    needed: list[tuple[Item, list[int]]] = []
+    for views, items in by_views.items():
+        missing = store.missing(fp, [i.sha256 for i in items], list(views))
+        for item in items:
+            miss = sorted(v for v in views if (item.sha256, v) in missing)
+            if miss:
+                needed.append((item, miss))
+    if not needed:
+        return 0, []
+    pipe = Pipeline(pre=backbone.preprocess, forward=backbone.features, batch_size=batch_size, max_pixels=max_pixels)
+
+    def progress(done: int, total: int) -> None:
+        if job:
+            job.progress(done, total, f"{label}: {done} of {total} images")
+
+    for keys, vecs in pipe.run(
+        needed, progress=progress, cancelled=(lambda: job.cancelled) if job else (lambda: False)
+    ):
+        store.put(fp, [(sha, view, vec) for (sha, view), vec in zip(keys, vecs, strict=True)])
+    if job:
+        job.check()
+    return len(needed), pipe.errors
+
+
+def cached_views(
+    store: EmbeddingStore,
+    backbone: Backbone,
+    items: list[Item],
+    views: list[int],
+    *,
+    batch_size: int,
+    max_pixels: int,
+    job: Job | None,
+    label: str = "Embedding",
+) -> tuple[list[int], list[np.ndarray], list[str]]:
+    """The given views of the items, computed where missing: (the positions of the items that have them,
+    one array per view with a row per such item, the reasons the others were skipped)."""
+    _, errors = embed_missing(
+        store, backbone, [(i, views) for i in items], batch_size=batch_size, max_pixels=max_pixels, job=job, label=label
+    )
+    fp = backbone.fingerprint
+    lacking = store.missing(fp, [i.sha256 for i in items], views)
+    kept = [k for k, i in enumerate(items) if not any((i.sha256, v) in lacking for v in views)]
+    shas = [items[k].sha256 for k in kept]
+    return kept, [store.get(fp, shas, v, backbone.feature_dim) for v in views], errors

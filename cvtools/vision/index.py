@@ -38,6 +38,9 @@ class SimilarityIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def has(self, image_id: str) -> bool:
+        return image_id in self._pos
+
     # ---- queries --------------------------------------------------------------------------
     def query(self, vector: np.ndarray, k: int, group: str | None = None) -> list[tuple[str, str, float]]:
         """The k nearest (id, group, cosine distance), nearest first; only `group` when given."""

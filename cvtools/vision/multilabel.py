@@ -8,7 +8,6 @@ calibrated on the check images (best F1), so an answer is a set of groups.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -172,52 +171,6 @@ def train_multi_head(
         cancelled=cancelled,
     )
     return head, rows
-
-
-def split_multi(shas: list[str], y: np.ndarray, *, test_size: float, seed: int = 0) -> np.ndarray:
-    """Bool mask of check images, stratified by label combination: each combination with 2 or more
-    images gives about test_size of them (at least one), ranked by a seeded hash as in single mode."""
-    combos: dict[bytes, list[int]] = {}
-    for i, row in enumerate(y):
-        combos.setdefault(np.packbits(row.astype(bool)).tobytes(), []).append(i)
-    val = np.zeros(len(shas), dtype=bool)
-    for members in combos.values():
-        if len(members) < 2:
-            continue
-        members.sort(key=lambda i: hashlib.sha256(f"{seed}:{shas[i]}".encode()).digest())
-        n_val = min(len(members) - 1, max(1, round(len(members) * test_size)))
-        val[members[:n_val]] = True
-    return val
-
-
-def out_of_fold(
-    views: list[np.ndarray],
-    y: np.ndarray,
-    shas: list[str],
-    layout: Layout,
-    *,
-    k: int = 5,
-    params: HeadParams | None = None,
-    cancelled: Callable[[], bool] = lambda: False,
-) -> np.ndarray:
-    """Every image's probabilities from a head that never saw it."""
-    params = params or HeadParams(epochs=30)
-    k = max(2, min(k, len(shas)))
-    from .anomalies import folds_for
-
-    _, combination = np.unique(y, axis=0, return_inverse=True)  # stratified by label combination
-    fold = folds_for(combination.ravel(), shas, k)
-    probs = np.zeros(y.shape, dtype=np.float32)
-    for f in range(k):
-        if cancelled():
-            break
-        train, test = fold != f, fold == f
-        x = np.concatenate([v[train] for v in views])
-        head, _ = train_multi_head(
-            x, np.tile(y[train], (len(views), 1)), [], np.zeros((0, y.shape[1])), layout=layout, params=params, seed=f
-        )
-        probs[test] = evaluate_multi(head, [v[test] for v in views], layout)
-    return probs
 
 
 def report(probs: np.ndarray, y: np.ndarray, layout: Layout, thresholds: np.ndarray) -> dict[str, Any]:

@@ -24,7 +24,9 @@ OPSET = 17
 PARITY_TOL = 1e-4  # max abs difference, relative to the output's scale when that is above 1
 
 
-class _Features(nn.Module):
+class Wrapped(nn.Module):
+    """A function of a batch as a module, for the exporter."""
+
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
         self.fn = fn
@@ -101,7 +103,7 @@ def accelerate(
     try:
         prepare_for_export(model)
         if not path.is_file():
-            export(_Features(features), path, size, "features")
+            export(Wrapped(features), path, size, "features")
         ort_model = OrtModel(path)
         batch = sample_batch(size)
         with torch.inference_mode():

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..schemas import RunRecord, RunState, TrainMode
 from .backbone import Backbone, load_backbone
 from .head import HeadModel
 from .multilabel import Layout, predict_sets, probabilities
@@ -74,19 +74,17 @@ class Predictor:
         return self.analyze(batch)[0]
 
 
-def load_finetuned(run_dir: Path, record: dict[str, Any]) -> Backbone:
-    classes = record["classes"]
-    pre = Preprocess(**record["preprocess"])
-    fp = f"ft-{record['id']}"
-    if record["backbone_kind"] == "hf":
+def load_finetuned(run_dir: Path, record: RunRecord) -> Backbone:
+    classes = record.classes
+    pre = Preprocess(**(record.preprocess or {}))
+    fp = f"ft-{record.id}"
+    if record.backbone_kind == "hf":
         from transformers import AutoModelForImageClassification
 
         model = AutoModelForImageClassification.from_pretrained(run_dir / "model", local_files_only=True)
         model.eval()
         dim = int(model.classifier.in_features)
-        return Backbone(
-            name=record["backbone"], kind="hf", model=model, preprocess=pre, feature_dim=dim, fingerprint=fp
-        )
+        return Backbone(name=record.backbone, kind="hf", model=model, preprocess=pre, feature_dim=dim, fingerprint=fp)
     from efficientnet_lite_pytorch import EfficientNet
     from safetensors.torch import load_file
 
@@ -94,31 +92,28 @@ def load_finetuned(run_dir: Path, record: dict[str, Any]) -> Backbone:
     net.load_state_dict(load_file(str(run_dir / "model" / "model.safetensors")))
     net.eval()
     return Backbone(
-        name=record["backbone"], kind="efficientnet", model=net, preprocess=pre, feature_dim=1280, fingerprint=fp
+        name=record.backbone, kind="efficientnet", model=net, preprocess=pre, feature_dim=1280, fingerprint=fp
     )
 
 
 def load_predictor(run_dir: Path, base: Backbone | None) -> Predictor:
     """Load a run's weights; a head run reuses `base` when it is the backbone it was trained on."""
-    record = json.loads((run_dir / "run.json").read_text())
-    if record.get("state") != "done":
-        raise ValueError(f"run {record['id']} is {record.get('state')}, not a finished model")
-    if record["mode"] == "head":
+    record = RunRecord.from_json(json.loads((run_dir / "run.json").read_text()))
+    if record.state != RunState.DONE:
+        raise ValueError(f"run {record.id} is {record.state}, not a finished model")
+    layout, thresholds = None, None
+    if record.multi:
+        layout = Layout.from_json(record.multi["layout"])
+        thresholds = np.array(record.multi["thresholds"], dtype=np.float32)
+    if record.mode == TrainMode.HEAD:
         head, cfg = HeadModel.load(run_dir / "head")
         bb = base
         if bb is None or bb.fingerprint != cfg["fingerprint"]:
             bb = load_backbone(cfg["backbone"])
             if bb.fingerprint != cfg["fingerprint"]:
-                raise ValueError(f"the backbone {cfg['backbone']!r} of run {record['id']} is not available")
-        tta = bool(record["params"].get("tta_flip", True))
-        if "multi" in cfg:
-            layout = Layout.from_json(cfg["multi"]["layout"])
-            thresholds = np.array(cfg["multi"]["thresholds"], dtype=np.float32)
-            return Predictor(record["id"], "head", record["classes"], bb, head, tta, None, layout, thresholds)
-        return Predictor(record["id"], "head", record["classes"], bb, head, tta, Calibration.load(run_dir))
+                raise ValueError(f"the backbone {cfg['backbone']!r} of run {record.id} is not available")
+        tta = bool(record.params.get("tta_flip", True))
+        calibration = None if layout else Calibration.load(run_dir)
+        return Predictor(record.id, "head", record.classes, bb, head, tta, calibration, layout, thresholds)
     bb = load_finetuned(run_dir, record)
-    if "multi" in record:
-        layout = Layout.from_json(record["multi"]["layout"])
-        thresholds = np.array(record["multi"]["thresholds"], dtype=np.float32)
-        return Predictor(record["id"], "finetune", record["classes"], bb, None, False, None, layout, thresholds)
-    return Predictor(record["id"], "finetune", record["classes"], bb, None, False)
+    return Predictor(record.id, "finetune", record.classes, bb, None, False, None, layout, thresholds)

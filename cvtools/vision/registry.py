@@ -6,10 +6,10 @@ import json
 import secrets
 import time
 from pathlib import Path
-from typing import Any
 
 from ..errors import NotFound
 from ..imaging import write_atomic
+from ..schemas import RunRecord, RunState
 
 
 class Registry:
@@ -26,25 +26,25 @@ class Registry:
             raise NotFound(f"run {run!r} does not exist")
         return self.folder / run
 
-    def write(self, record: dict[str, Any]) -> None:
-        write_atomic(self.run_dir(record["id"]) / "run.json", json.dumps(record, indent=1).encode())
+    def write(self, record: RunRecord) -> None:
+        write_atomic(self.run_dir(record.id) / "run.json", json.dumps(record.to_json(), indent=1).encode())
 
-    def get(self, run: str) -> dict[str, Any]:
+    def get(self, run: str) -> RunRecord:
         path = self.run_dir(run) / "run.json"
         try:
-            return json.loads(path.read_text())  # type: ignore[no-any-return]
+            return RunRecord.from_json(json.loads(path.read_text()))
         except FileNotFoundError:
             raise NotFound(f"run {run!r} does not exist") from None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, TypeError) as exc:
             raise NotFound(f"run {run!r} is unreadable ({exc})") from None
 
-    def runs(self) -> list[dict[str, Any]]:
+    def runs(self) -> list[RunRecord]:
         out = []
         for d in sorted(self.folder.iterdir(), reverse=True):
             if d.is_dir() and (d / "run.json").is_file():
                 try:
-                    out.append(json.loads((d / "run.json").read_text()))
-                except (OSError, ValueError):
+                    out.append(RunRecord.from_json(json.loads((d / "run.json").read_text())))
+                except (OSError, ValueError, TypeError):
                     continue
         return out
 
@@ -52,10 +52,10 @@ class Registry:
         """Runs a previous process left queued or running (it was stopped or killed) are over."""
         marked = []
         for record in self.runs():
-            if record.get("state") in ("queued", "running"):
-                record.update(state="interrupted", error="the server stopped during this run; start it again")
+            if record.state in (RunState.QUEUED, RunState.RUNNING):
+                record.state, record.error = RunState.INTERRUPTED, "the server stopped during this run; start it again"
                 self.write(record)
-                marked.append(record["id"])
+                marked.append(record.id)
         return marked
 
     def production(self) -> str | None:

@@ -1,20 +1,34 @@
-"""Status, Groups and Images endpoints of API.md: validate, call one function, map errors."""
+"""Status, Groups and Images endpoints of docs/API.md: validate, call one function, present."""
 
 from __future__ import annotations
 
 import shutil
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from ..dataset import Incoming
 from ..errors import BadInput
-from .app import AppContext, get_ctx
+from ..schemas import ImageStatus, LabelMode
+from . import presenters
+from .deps import ERRORS, ServicesDep
+from .responses import (
+    AddedOut,
+    DeletedGroupOut,
+    GroupsOut,
+    ImageOut,
+    ImagesPage,
+    LabelModeOut,
+    MovedOut,
+    NameOut,
+    StatusOut,
+    UpdatedOut,
+    UploadOut,
+)
 
 router = APIRouter(tags=["dataset"])
-Ctx = Annotated[AppContext, Depends(get_ctx)]
 
 MEDIA = {
     ".jpg": "image/jpeg",
@@ -24,13 +38,7 @@ MEDIA = {
     ".gif": "image/gif",
     ".bmp": "image/bmp",
 }
-
-
-class Problem(BaseModel):
-    detail: str
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (400, 403, 404, 409, 413, 415, 422)}
+THUMBS_IN_BACKGROUND = 20  # a larger import gets its thumbnails made by a job, not by the first page view
 
 
 class NewGroup(BaseModel):
@@ -43,13 +51,13 @@ class ChangeGroup(BaseModel):
     exclusive: bool | None = None
 
 
-class LabelMode(BaseModel):
-    label_mode: str
+class LabelModeBody(BaseModel):
+    label_mode: LabelMode
 
 
 class StatusChange(BaseModel):
     ids: list[str]
-    status: str
+    status: ImageStatus
 
 
 class MoveRequest(BaseModel):
@@ -57,85 +65,85 @@ class MoveRequest(BaseModel):
     group: str
 
 
-@router.get("/api/status")
-def status(ctx: Ctx) -> dict[str, Any]:
+@router.get("/api/status", response_model=StatusOut)
+def status(sv: ServicesDep) -> dict[str, Any]:
     return {
-        "model": ctx.engine.status(),
+        "model": sv.models.status(),
         "dataset": {
-            "dir": str(ctx.settings.dataset_dir),
-            "groups": len(ctx.dataset.group_names()),
-            "images": ctx.dataset.totals(),
+            "dir": str(sv.settings.dataset_dir),
+            "groups": len(sv.dataset.group_names()),
+            "images": sv.dataset.totals(),
         },
-        "jobs": [j.to_json() for j in ctx.jobs.recent()],
+        "jobs": [j.to_json() for j in sv.jobs.recent()],
     }
 
 
-@router.get("/api/groups")
-def list_groups(ctx: Ctx) -> dict[str, Any]:
-    return {"groups": ctx.dataset.list_groups()}
+@router.get("/api/groups", response_model=GroupsOut)
+def list_groups(sv: ServicesDep) -> dict[str, Any]:
+    return {"groups": sv.dataset.list_groups()}
 
 
-@router.post("/api/groups", status_code=201, responses=ERRORS)
-def create_group(body: NewGroup, ctx: Ctx) -> dict[str, str]:
-    return {"name": ctx.dataset.create_group(body.name, body.parent or None)}
+@router.post("/api/groups", status_code=201, responses=ERRORS, response_model=NameOut)
+def create_group(body: NewGroup, sv: ServicesDep) -> dict[str, str]:
+    return {"name": sv.dataset.create_group(body.name, body.parent or None)}
 
 
-@router.patch("/api/groups/{group:path}", responses=ERRORS)
-def change_group(group: str, body: ChangeGroup, ctx: Ctx) -> dict[str, Any]:
+@router.patch("/api/groups/{group:path}", responses=ERRORS, response_model=NameOut, response_model_exclude_unset=True)
+def change_group(group: str, body: ChangeGroup, sv: ServicesDep) -> dict[str, Any]:
     """Rename (`name`: the new leaf name) and/or mark a top-level group `exclusive`."""
     if body.name is None and body.exclusive is None:
         raise BadInput("give a new name, exclusive, or both")
     if body.exclusive is not None:
-        ctx.dataset.set_exclusive(group, body.exclusive)
-    name = ctx.dataset.rename_group(group, body.name) if body.name is not None else ctx.dataset.require_group(group)
+        sv.dataset.set_exclusive(group, body.exclusive)
+    name = sv.dataset.rename_group(group, body.name) if body.name is not None else sv.dataset.require_group(group)
     if body.exclusive is None:
-        return {"name": name}  # a rename answers as API.md says
-    return {"name": name, "exclusive": name in ctx.dataset.exclusive_roots()}
+        return {"name": name}  # a rename answers as the contract says
+    return {"name": name, "exclusive": name in sv.dataset.exclusive_roots()}
 
 
-@router.get("/api/dataset/mode")
-def get_label_mode(ctx: Ctx) -> dict[str, Any]:
-    return {"label_mode": ctx.dataset.label_mode, "multi_members": ctx.dataset.multi_members()}
+@router.delete("/api/groups/{group:path}", responses=ERRORS, response_model=DeletedGroupOut)
+def delete_group(group: str, sv: ServicesDep) -> dict[str, Any]:
+    group = sv.dataset.require_group(group)
+    return {"deleted": group, "images": sv.dataset.delete_group(group)}
 
 
-@router.put("/api/dataset/mode", responses=ERRORS)
-def put_label_mode(body: LabelMode, ctx: Ctx) -> dict[str, Any]:
+@router.get("/api/dataset/mode", response_model=LabelModeOut)
+def get_label_mode(sv: ServicesDep) -> dict[str, Any]:
+    return {"label_mode": sv.dataset.label_mode.value, "multi_members": sv.dataset.multi_members()}
+
+
+@router.put("/api/dataset/mode", responses=ERRORS, response_model=LabelModeOut)
+def put_label_mode(body: LabelModeBody, sv: ServicesDep) -> dict[str, Any]:
     """single <-> multi; back to single is refused (409) while an image is in several groups."""
-    return {"label_mode": ctx.dataset.set_label_mode(body.label_mode), "multi_members": ctx.dataset.multi_members()}
+    mode = sv.dataset.set_label_mode(body.label_mode)
+    return {"label_mode": mode.value, "multi_members": sv.dataset.multi_members()}
 
 
-@router.delete("/api/groups/{group:path}", responses=ERRORS)
-def delete_group(group: str, ctx: Ctx) -> dict[str, Any]:
-    group = ctx.dataset.require_group(group)
-    return {"deleted": group, "images": ctx.dataset.delete_group(group)}
-
-
-@router.get("/api/groups/{group:path}/images", responses=ERRORS)
+@router.get("/api/groups/{group:path}/images", responses=ERRORS, response_model=ImagesPage)
 def list_images(
     group: str,
-    ctx: Ctx,
-    status: str = "group",
+    sv: ServicesDep,
+    status: ImageStatus = ImageStatus.GROUP,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> dict[str, Any]:
-    total, images = ctx.dataset.list_images(group, status, offset, limit)
-    return {"total": total, "images": images}
+    total, refs = sv.dataset.list_images(group, status, offset, limit)
+    multi = sv.dataset.label_mode == LabelMode.MULTI
+    return {"total": total, "images": presenters.images(refs, sv.dataset.memberships(refs) if multi else None)}
 
 
-@router.post("/api/groups/{group:path}/images", responses=ERRORS)
+@router.post("/api/groups/{group:path}/images", responses=ERRORS, response_model=UploadOut)
 def upload_images(
     group: str,
-    ctx: Ctx,
+    sv: ServicesDep,
     files: Annotated[list[UploadFile], File(description="one or many image files")],
-    status: Annotated[str, Form()] = "group",
+    status: Annotated[ImageStatus, Form()] = ImageStatus.GROUP,
 ) -> dict[str, Any]:
-    ctx.dataset.require_group(group)
-    if status not in ("group", "new", "deleted"):
-        raise BadInput("status must be one of group, new, deleted")
+    sv.dataset.require_group(group)
     items = []
     try:
         for f in files:
-            tmp = ctx.dataset.new_tmp_path()
+            tmp = sv.dataset.new_tmp_path()
             items.append(Incoming(name=f.filename or "image", path=tmp))  # cleaned up if the write fails
             with open(tmp, "wb") as out:
                 shutil.copyfileobj(f.file, out, 1 << 20)
@@ -143,22 +151,19 @@ def upload_images(
         for item in items:
             item.path.unlink(missing_ok=True)
         raise
-    result = ctx.dataset.add_images(group, items, status=status)
+    result = sv.dataset.add_images(group, items, status=status)
     if len(result.added) > THUMBS_IN_BACKGROUND:
-        ids = [a["id"] for a in result.added]
-        ctx.jobs.submit("thumbs", lambda job: _build_thumbs(ctx, ids, job), message="Making thumbnails")
-    return {"added": result.added, "skipped": result.skipped}
+        ids = [r.id for r in result.added]
+        sv.jobs.submit("thumbs", lambda job: _build_thumbs(sv, ids, job), message="Making thumbnails")
+    return {"added": presenters.images(result.added), "skipped": result.skipped}
 
 
-THUMBS_IN_BACKGROUND = 20  # a larger import gets its thumbnails made by a job, not by the first page view
-
-
-def _build_thumbs(ctx: AppContext, ids: list[str], job: Any) -> dict[str, int]:
+def _build_thumbs(sv: Any, ids: list[str], job: Any) -> dict[str, int]:
     made = 0
     for n, image_id in enumerate(ids):
         job.check()
         try:
-            ctx.dataset.thumb_path(image_id)
+            sv.dataset.thumb_path(image_id)
             made += 1
         except Exception:  # moved or deleted meanwhile, or unreadable: the page shows it on demand
             pass
@@ -166,75 +171,35 @@ def _build_thumbs(ctx: AppContext, ids: list[str], job: Any) -> dict[str, int]:
     return {"thumbnails": made}
 
 
-@router.post("/api/images/status", responses=ERRORS)
-def set_status(body: StatusChange, ctx: Ctx) -> dict[str, int]:
-    return {"updated": ctx.dataset.set_status(body.ids, body.status)}
+@router.post("/api/images/status", responses=ERRORS, response_model=UpdatedOut)
+def set_status(body: StatusChange, sv: ServicesDep) -> dict[str, int]:
+    return {"updated": sv.dataset.set_status(body.ids, body.status)}
 
 
-@router.post("/api/images/move", responses=ERRORS)
-def move_images(body: MoveRequest, ctx: Ctx) -> dict[str, int]:
-    return {"moved": ctx.dataset.move(body.ids, body.group)}
+@router.post("/api/images/move", responses=ERRORS, response_model=MovedOut)
+def move_images(body: MoveRequest, sv: ServicesDep) -> dict[str, int]:
+    return {"moved": sv.dataset.move(body.ids, body.group)}
 
 
-@router.post("/api/images/add", responses=ERRORS)
-def add_to_group(body: MoveRequest, ctx: Ctx) -> dict[str, int]:
+@router.post("/api/images/add", responses=ERRORS, response_model=AddedOut)
+def add_to_group(body: MoveRequest, sv: ServicesDep) -> dict[str, int]:
     """Multi-label mode: the images become Group members of one more group (409 in single mode)."""
-    return {"added": ctx.dataset.add_to_group(body.ids, body.group)}
+    return {"added": sv.dataset.add_to_group(body.ids, body.group)}
 
 
-@router.get("/api/images/{image_id}", responses=ERRORS)
-def get_image(image_id: str, ctx: Ctx) -> dict[str, Any]:
-    return ctx.dataset.get_image(image_id)
+@router.get("/api/images/{image_id}", responses=ERRORS, response_model=ImageOut)
+def get_image(image_id: str, sv: ServicesDep) -> dict[str, Any]:
+    return presenters.image(sv.dataset.get_image(image_id))
 
 
 @router.get("/api/images/{image_id}/file", responses=ERRORS, response_class=FileResponse)
-def image_file(image_id: str, ctx: Ctx) -> FileResponse:
-    path = ctx.dataset.file_path(image_id)
-    return FileResponse(
-        path,
-        media_type=MEDIA.get(path.suffix.lower(), "application/octet-stream"),
-        headers={"Cache-Control": "private, max-age=3600"},
-    )
+def image_file(image_id: str, sv: ServicesDep) -> FileResponse:
+    path = sv.dataset.file_path(image_id)
+    media = MEDIA.get(path.suffix.lower(), "application/octet-stream")
+    return FileResponse(path, media_type=media, headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.get("/api/images/{image_id}/thumb", responses=ERRORS, response_class=FileResponse)
-def image_thumb(image_id: str, ctx: Ctx) -> FileResponse:
-    return FileResponse(
-        ctx.dataset.thumb_path(image_id),
-        media_type="image/jpeg",
-        headers={"Cache-Control": "private, max-age=86400, immutable"},
-    )
-
-
-class GrabRequest(BaseModel):
-    query: str
-    count: int = 100
-    provider: str | None = None
-
-
-@router.post("/api/groups/{group:path}/grab", status_code=202, responses=ERRORS)
-def grab(group: str, body: GrabRequest, ctx: Ctx) -> JSONResponse:
-    """Extend images: search the web for `query` and download up to `count` images as New."""
-    from ..grabber.grab import Grabber, chain
-
-    group = ctx.dataset.require_group(group)
-    query = body.query.strip()
-    if not query or len(query) > 300:
-        raise BadInput("query must be 1 to 300 characters")
-    if not 1 <= body.count <= 100:
-        raise BadInput("count must be between 1 and 100")
-    chain(ctx.settings, body.provider)  # 400 for an unknown provider, before the job starts
-    grabber = Grabber(ctx.dataset, ctx.settings)
-    job = ctx.jobs.submit(
-        "grab",
-        lambda job: grabber.run(group, query, body.count, body.provider, job),
-        message=f"Searching for {query!r}",
-    )
-    return JSONResponse({"job": job.id}, status_code=202)
-
-
-@router.get("/api/grab/providers")
-def grab_providers(ctx: Ctx) -> dict[str, Any]:
-    from ..grabber.grab import providers
-
-    return {"providers": ["auto", *providers(ctx.settings)], "default": "auto"}
+def image_thumb(image_id: str, sv: ServicesDep) -> FileResponse:
+    headers = {"Cache-Control": "private, max-age=86400, immutable"}
+    return FileResponse(sv.dataset.thumb_path(image_id), media_type="image/jpeg", headers=headers)

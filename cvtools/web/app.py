@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -17,31 +16,24 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..dataset import Dataset
+from ..dataset.journal import storage_message
 from ..errors import CVError
-from ..jobs import JobRunner
-from ..journal import storage_message
+from ..services import build_services
 from ..settings import PROJECT_ROOT, Settings, is_loopback
-from ..vision.engine import Engine
+from . import api_analysis, api_cv, api_dataset, api_grab, api_jobs, api_learning, pages
 from .auth import LOOPBACK_NAMES, AuthMiddleware, LoginThrottle, Sessions
 from .events import EventHub
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class AppContext:
-    """Everything the routers reach: made once in the lifespan, never a module global."""
-
-    settings: Settings
-    dataset: Dataset
-    jobs: JobRunner
-    events: EventHub
-    engine: Engine
-
-
-def get_ctx(request: Request) -> AppContext:
-    return request.app.state.ctx  # type: ignore[no-any-return]
+ROUTERS = [
+    pages.router,
+    api_dataset.router,
+    api_grab.router,
+    api_jobs.router,
+    api_learning.router,
+    api_cv.router,
+    api_analysis.router,
+]
 
 
 JSON_LIMIT = 8 * 1024 * 1024  # bytes; 100,000 image ids fit in 2 MB
@@ -172,42 +164,27 @@ def _allowed_methods(request: Request, fallback: str) -> list[str]:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    from . import api_analysis, api_dataset, api_jobs, api_learning, pages
-
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         events = EventHub()
         events.bind(asyncio.get_running_loop())
-        dataset = await asyncio.to_thread(
-            Dataset,
-            settings.dataset_dir,
-            max_image_pixels=settings.max_image_pixels,
-            label_mode=settings.label_mode,
-        )
-        jobs = JobRunner()
-        jobs.listeners.append(lambda data: events.publish("job", data))
-        dataset.listeners.append(lambda data: events.publish("dataset", data))
-        engine = Engine(settings, dataset, jobs, events.publish)
-        dataset.listeners.append(engine.on_dataset_change)
-        ctx = AppContext(settings=settings, dataset=dataset, jobs=jobs, events=events, engine=engine)
-        app.state.ctx = ctx
-        jobs.submit(
-            "rescan", lambda job: dataset.rescan(job.progress, lambda: job.cancelled), message="Scanning folders"
+        sv = await asyncio.to_thread(build_services, settings, events.publish)
+        app.state.services, app.state.events = sv, events
+        sv.jobs.submit(
+            "rescan", lambda job: sv.dataset.rescan(job.progress, lambda: job.cancelled), message="Scanning folders"
         )
         if settings.preload_model:
-            jobs.submit("load", lambda job: engine.warm_up(), message="Loading the network")
+            sv.jobs.submit("load", lambda job: sv.models.warm_up(), message="Loading the network")
         try:
             yield
         finally:
             events.close()
-            await asyncio.to_thread(jobs.shutdown)
-            engine.close()
-            dataset.catalog.close()
+            await asyncio.to_thread(sv.close)
 
     app = FastAPI(
         title="CV Tools",
         version="1",
-        description="Build an image classifier end to end and serve it over REST. See README.md.",
+        description="Build an image classifier end to end and serve it over REST. See docs/API.md.",
         lifespan=lifespan,
     )
     _install_error_handlers(app)
@@ -215,13 +192,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.sessions, app.state.login_throttle = Sessions(), LoginThrottle()
     hosts = {*LOOPBACK_NAMES, settings.host.lower()} if is_loopback(settings.host) else None
     app.add_middleware(AuthMiddleware, token=settings.auth_token, sessions=app.state.sessions, hosts=hosts)
-
     app.add_middleware(SecurityHeadersMiddleware)
-
     app.mount("/static", StaticFiles(directory=Path(PROJECT_ROOT / "static")), name="static")
-    app.include_router(pages.router)
-    app.include_router(api_dataset.router)
-    app.include_router(api_jobs.router)
-    app.include_router(api_learning.router)
-    app.include_router(api_analysis.router)
+    for router in ROUTERS:
+        app.include_router(router)
     return app

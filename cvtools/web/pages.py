@@ -10,9 +10,10 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from ..schemas import Event
 from ..settings import PROJECT_ROOT
-from .app import get_ctx
 from .auth import COOKIE, SESSION_DAYS, cookie_value
+from .deps import get_services
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(PROJECT_ROOT / "templates"))
@@ -27,13 +28,16 @@ PAGES = [
 
 
 def render(request: Request, template: str, page: str, **extra: Any) -> HTMLResponse:
-    ctx = get_ctx(request)
-    model = ctx.engine.status()
-    return templates.TemplateResponse(
-        request,
-        template,
-        {"pages": PAGES, "page": page, "model": model, "auth": bool(ctx.settings.auth_token), **extra},
-    )
+    sv = get_services(request)
+    context = {
+        "pages": PAGES,
+        "page": page,
+        "model": sv.models.status(),
+        "auth": bool(sv.settings.auth_token),
+        "events": " ".join(e.value for e in Event),  # common.js subscribes to exactly these
+        **extra,
+    }
+    return templates.TemplateResponse(request, template, context)
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -84,7 +88,7 @@ def _login_form(request: Request, next: str, error: str, status: int) -> HTMLRes
     return templates.TemplateResponse(
         request,
         "login.html",
-        {"next": _safe_next(next), "error": LOGIN_ERRORS.get(error, ""), "pages": [], "page": "login"},
+        {"next": _safe_next(next), "error": LOGIN_ERRORS.get(error, ""), "pages": [], "page": "login", "events": ""},
         status_code=status,
     )
 
@@ -92,7 +96,7 @@ def _login_form(request: Request, next: str, error: str, status: int) -> HTMLRes
 @router.post("/login")
 async def login(request: Request, token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/") -> Response:
     state = request.app.state
-    expected = get_ctx(request).settings.auth_token
+    expected = get_services(request).settings.auth_token
     client = request.client.host if request.client else "?"
     if state.login_throttle.wait_s(client) > 0:
         return _login_form(request, next, "throttled", 429)

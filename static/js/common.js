@@ -39,7 +39,8 @@ const CV = (() => {
     (handlers[event] = handlers[event] || []).push(fn);
     if (!source) {
       source = new EventSource("/api/events");
-      for (const name of ["job", "dataset", "model"]) {
+      // The server names its events once (schemas.Event) and puts the list on the page.
+      for (const name of (document.body.dataset.events || "").split(" ").filter(Boolean)) {
         source.addEventListener(name, (e) => {
           const data = JSON.parse(e.data);
           (handlers[name] || []).forEach((h) => h(data));

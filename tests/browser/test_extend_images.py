@@ -11,9 +11,9 @@ from playwright.sync_api import expect
 from cvtools.settings import Settings
 
 from ..conftest import LiveServer
+from ..fakeweb import FakeSearch as Engine
 from ..fakeweb import FakeWeb
 from ..helpers import shape_image
-from ..test_grabber import Engine
 from .conftest import screenshot
 
 pytestmark = pytest.mark.browser

@@ -1,0 +1,126 @@
+"""Label errors: Group images whose predicted group beats their own, worst first; in multi-label
+datasets, memberships the model strongly rejects and ones it strongly predicts but that are missing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...schemas import AnomalyMethod, ErrorItem, ImageRef
+from .. import multilabel as ml
+from ..head import HeadParams
+from ..predictor import Predictor
+from .folds import out_of_fold_multi, out_of_fold_probs
+
+STRONG = 0.8  # multi-label: a membership below 1 - STRONG, or a missing one above STRONG
+
+Views = Callable[[list[ImageRef], list[int]], tuple[list[ImageRef], list[np.ndarray]]]
+
+
+@dataclass
+class Found:
+    index: int
+    own: int
+    detected: int
+    p_own: float
+    p_detected: float
+
+    @property
+    def score(self) -> float:
+        return self.p_detected / max(self.p_own, 1e-9)
+
+
+def label_errors(probs: np.ndarray, labels: np.ndarray) -> list[Found]:
+    """Samples whose best other group beats their own, worst first by p(detected) / p(own)."""
+    out = []
+    for i, (row, own) in enumerate(zip(probs, labels, strict=True)):
+        detected = int(np.argmax(row))
+        if detected != own and row[detected] > row[own]:
+            out.append(Found(i, int(own), detected, float(row[own]), float(row[detected])))
+    out.sort(key=lambda e: -e.score)
+    return out
+
+
+def single_label(
+    p: Predictor, refs: list[ImageRef], method: AnomalyMethod, views: Views, folds: int, job: Any
+) -> dict[str, Any]:
+    if method == AnomalyMethod.PRODUCTION:
+        classes = p.classes
+    else:
+        sizes: dict[str, int] = {}
+        for r in refs:
+            sizes[r.group] = sizes.get(r.group, 0) + 1
+        classes = sorted(g for g, n in sizes.items() if n >= 2)
+    refs = [r for r in refs if r.group in classes]
+    if len(classes) < 2 or not refs:
+        return {"items": [], "message": "at least 2 groups with 2 or more Group images are needed"}
+    refs, vecs = views(refs, [0, 1])
+    labels = np.array([classes.index(r.group) for r in refs])
+    if method == AnomalyMethod.PRODUCTION:
+        with torch.inference_mode():
+            probs = np.mean([torch.softmax(p.logits_from_features(torch.from_numpy(v)), 1).numpy() for v in vecs], 0)
+    else:
+        probs = out_of_fold_probs(
+            vecs,
+            labels,
+            [r.sha256 for r in refs],
+            len(classes),
+            k=folds,
+            progress=(lambda d, t: job.progress(d, t, f"Fold {d} of {t}")) if job else None,
+            cancelled=(lambda: job.cancelled) if job else (lambda: False),
+        )
+    items = [
+        ErrorItem(refs[e.index], classes[e.own], round(e.p_own, 4), classes[e.detected], round(e.p_detected, 4))
+        for e in label_errors(probs, labels)
+    ]
+    return {"items": items, "checked": len(refs)}
+
+
+def multi_label(
+    p: Predictor, refs: list[ImageRef], exclusive: list[str], method: AnomalyMethod, views: Views, folds: int, job: Any
+) -> dict[str, Any]:
+    """Memberships the model strongly rejects (kind "rejected": the image is in `group` with a low
+    probability) and ones it strongly predicts but that are missing (kind "missing": `detected` with a
+    high probability), strongest first."""
+    by_sha: dict[str, list[ImageRef]] = {}
+    for r in refs:
+        by_sha.setdefault(r.sha256, []).append(r)
+    layout = p.layout or ml.Layout.build(sorted({r.group for r in refs}), exclusive)
+    if len(layout.outputs) < 2 or len(by_sha) < 4:
+        return {"items": [], "message": "at least 2 groups and 4 images are needed", "label_mode": "multi"}
+    firsts, vecs = views([by_sha[s][0] for s in sorted(by_sha)], [0, 1])
+    shas = [r.sha256 for r in firsts]
+    y = np.array([[any(r.group == g for r in by_sha[s]) for g in layout.outputs] for s in shas], dtype=bool)
+    if method == AnomalyMethod.PRODUCTION and p.layout is not None and p.head is not None:
+        probs = ml.evaluate_multi(p.head, vecs, layout)
+    else:
+        cancelled = (lambda: job.cancelled) if job else (lambda: False)
+        probs = out_of_fold_multi(vecs, y, shas, layout, k=folds, params=HeadParams(epochs=30), cancelled=cancelled)
+    items = _membership_items(probs, y, shas, by_sha, layout)
+    return {"items": items, "checked": len(shas), "label_mode": "multi"}
+
+
+def _membership_items(
+    probs: np.ndarray, y: np.ndarray, shas: list[str], by_sha: dict[str, list[ImageRef]], layout: ml.Layout
+) -> list[ErrorItem]:
+    items: list[ErrorItem] = []
+    outputs = layout.outputs
+    for i, s in enumerate(shas):
+        for j, g in enumerate(outputs):
+            pr = float(probs[i, j])
+            if y[i, j] and pr < 1 - STRONG:
+                ref = next(r for r in by_sha[s] if r.group == g)
+                other = [k for k in np.argsort(-probs[i]) if not y[i, k]]
+                det = int(other[0]) if other else j
+                items.append(ErrorItem(ref, g, round(pr, 4), outputs[det], round(float(probs[i, det]), 4), "rejected"))
+            elif not y[i, j] and pr > STRONG:
+                ref = by_sha[s][0]
+                own = float(probs[i, outputs.index(ref.group)]) if ref.group in outputs else 0.0
+                items.append(ErrorItem(ref, ref.group, round(own, 4), g, round(pr, 4), "missing"))
+    # strongest first: how sure the model is that the membership is wrong / missing
+    items.sort(key=lambda it: -(it.detected_probability if it.kind == "missing" else 1 - it.probability))
+    return items

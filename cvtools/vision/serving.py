@@ -1,0 +1,143 @@
+"""Answering with the production model: one path for /cv, /api/analyze, /api/classify and the command
+line. Requests meet in a batcher, so concurrent callers share forward passes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .. import imaging, netfetch
+from ..errors import CVError, NotAnImage, TooLarge
+from ..settings import Settings
+from .batcher import Batcher
+from .models import ModelManager
+from .predictor import Predictor
+
+Ranked = list[tuple[str, float]]
+
+
+def rank(classes: list[str], probs: np.ndarray) -> Ranked:
+    order = np.argsort(-probs, kind="stable")
+    return [(classes[i], float(probs[i])) for i in order]
+
+
+class Classifier:
+    def __init__(self, settings: Settings, models: ModelManager) -> None:
+        self.settings = settings
+        self.models = models
+        self.batcher = Batcher(settings.batch_size)
+        self.policy = netfetch.UrlPolicy(allow_private=settings.allow_private_urls, max_bytes=settings.max_upload_bytes)
+
+    def close(self) -> None:
+        self.batcher.close()
+
+    # ---- sources and decoding ------------------------------------------------------------------
+    def locate(self, target: str) -> netfetch.ImageSource:
+        """A path or URL judged by the policy (public_dirs, private addresses) before anything is read."""
+        s = self.settings
+        return netfetch.locate(target, public_dirs=list(s.public_dirs), base=s.dataset_dir, policy=self.policy)
+
+    def read(self, target: str) -> bytes:
+        return self.locate(target).read(self.policy)
+
+    def decode_side(self) -> int:
+        """The shorter side a query is decoded to at least: the main model's, as for its stored
+        embeddings, so that a file of the dataset gets the same vector either way."""
+        return self.models.require_production().preprocess.resize_side()
+
+    def decode(self, data: bytes) -> Image.Image:
+        try:
+            return imaging.load_rgb(data, max_pixels=self.settings.max_image_pixels, min_side=self.decode_side())
+        except imaging.ImageRejected as exc:
+            raise (TooLarge if exc.too_large else NotAnImage)(str(exc)) from None
+
+    # ---- answers -------------------------------------------------------------------------------
+    def classify(self, images: list[Image.Image], predictor: Predictor | None = None) -> list[Ranked]:
+        """Ranked (group, probability) per image, highest first (direct, one batch)."""
+        p = predictor or self.models.require_production()
+        return [rank(p.classes, row) for row in p.probs(p.preprocess.batch(images))]
+
+    def _forward(self, image: Image.Image) -> tuple[Predictor, np.ndarray, np.ndarray, np.ndarray]:
+        p = self.models.require_production()
+        probs, feats, logits = self.batcher.submit(p, p.preprocess.array(p.preprocess.center(image))).result()
+        return p, probs, feats, logits
+
+    def _vector(self, feats: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        return logits if self.settings.similarity_space == "logits" else feats
+
+    def analyze(self, image: Image.Image) -> tuple[Ranked, np.ndarray]:
+        """One image through the batcher: ranked groups and its vector in the similarity space."""
+        p, probs, feats, logits = self._forward(image)
+        return rank(p.classes, probs), self._vector(feats, logits)
+
+    def analyze_full(self, image: Image.Image) -> tuple[Ranked, np.ndarray, dict[str, Any]]:
+        """As analyze, plus the open-set verdict (unknown, reason, fallback, nearest): a search over the
+        training embeddings, so only the callers that report it pay for it."""
+        p, probs, feats, logits = self._forward(image)
+        return rank(p.classes, probs), self._vector(feats, logits), self.verdict(p, probs, feats)
+
+    def verdict(self, p: Predictor, probs: np.ndarray, feats: np.ndarray) -> dict[str, Any]:
+        none: dict[str, Any] = {
+            "unknown": False,
+            "reason": None,
+            "fallback": None,
+            "nearest": None,
+            "score": None,
+            "calibrated": False,
+        }
+        if p.layout is not None:  # multi-label: the predicted set; "unknown" is not calibrated for these
+            return {**none, "labels": p.label_set(probs), "note": "multi-label model: the labels are the answer"}
+        if not self.settings.unknown_detection:
+            return none
+        if p.calibration is None:
+            return {**none, "note": "this model was not calibrated (train it again in head mode)"}
+        return {**p.calibration.judge(probs, feats), "calibrated": True}
+
+    def cv(self, data: bytes, n: int | None) -> list[list[Any]]:
+        """The original's answer: [[group, probability], ...], highest first, the top n when n > 0."""
+        self.models.require_production()
+        image = self.decode(data)
+        if self.settings.cv_unknown:
+            ranked, _, verdict = self.analyze_full(image)
+        else:  # the original format: no open-set search on this hot path
+            (ranked, _), verdict = self.analyze(image), {}
+        out: list[list[Any]] = [[g, p] for g, p in (ranked[:n] if n else ranked)]
+        if verdict.get("score") is not None:
+            out.insert(0, ["unknown", verdict["score"]])  # opt-in: a score above 1 means unknown
+        return out
+
+    def classify_many(
+        self,
+        items: list[tuple[str, bytes | str]],
+        *,
+        read: Callable[[str], bytes] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Many images (bytes, or paths and URLs read by `read`: by default under the policy of /cv): for
+        each the ranked groups and the verdict, or its own error; one bad item does not fail the others."""
+        self.models.require_production()
+        read = read or self.read
+
+        def one(item: tuple[str, bytes | str]) -> dict[str, Any]:
+            name, src = item
+            try:
+                data = src if isinstance(src, bytes) else read(src)
+                ranked, _, verdict = self.analyze_full(self.decode(data))
+            except CVError as exc:
+                return {"name": name, "error": exc.detail, "status": exc.status}
+            except OSError as exc:
+                return {"name": name, "error": f"unreadable ({exc.strerror or type(exc).__name__})", "status": 400}
+            return {"name": name, "classification": [[g, p] for g, p in ranked], **verdict}
+
+        results: list[dict[str, Any]] = []
+        # Threads decode in parallel and their requests meet in the batcher.
+        with ThreadPoolExecutor(max(2, self.settings.batch_size)) as pool:
+            for r in pool.map(one, items):
+                results.append(r)
+                if progress:
+                    progress(len(results), len(items))
+        return results

@@ -1,0 +1,161 @@
+"""Anomalies on generated data with injected label noise and near-duplicates."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cvtools.settings import Settings
+from cvtools.vision.anomalies import duplicates as anom
+from cvtools.vision.anomalies.errors import label_errors
+from cvtools.web import create_app
+
+from ..conftest import fill_classes, run_training, wait_jobs
+from ..helpers import TestClient, class_image, snapshot
+
+
+def _promote(client: TestClient) -> None:
+    run = run_training(client, "head", epochs=20)
+    assert client.post("/api/models/promote", json={"run": run["id"], "build_index": False}).status_code == 200
+
+
+def _variant(data: bytes, how: str) -> bytes:
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    if how == "resized":
+        img = img.resize((int(img.width * 0.8), int(img.height * 0.8)))
+    elif how == "cropped":
+        img = img.crop((3, 3, img.width - 3, img.height - 3))
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def test_no_model_is_503(client: TestClient) -> None:
+    assert client.get("/api/anomalies?type=errors").status_code == 503
+    assert client.post("/api/anomalies?type=errors").status_code == 503
+
+
+def test_label_errors_found_and_ranked(tiny_client: TestClient, dataset_dir: Path) -> None:
+    fill_classes(tiny_client, per_class=12)
+    wrong = [("files", (f"oops{i}.png", class_image("red", 500 + i), "image/png")) for i in range(2)]
+    injected = {a["id"] for a in tiny_client.post("/api/groups/green/images", files=wrong).json()["added"]}
+    _promote(tiny_client)
+    before = snapshot(dataset_dir)
+    for method in ("cross_validation", "production"):
+        r = tiny_client.get(f"/api/anomalies?type=errors&method={method}")
+        assert r.status_code == 200, r.text
+        items = r.json()["items"]
+        assert set(items[0]) >= {"id", "path", "thumb", "group", "probability", "detected", "detected_probability"}
+        scores = [i["detected_probability"] / max(i["probability"], 1e-9) for i in items]
+        assert scores == sorted(scores, reverse=True)
+        if method == "cross_validation":
+            top = {i["id"] for i in items[: 2 * len(injected)]}
+            assert injected <= top, items[:4]
+            assert all(i["detected"] == "red" for i in items if i["id"] in injected)
+    assert snapshot(dataset_dir) == before  # looking changes nothing
+    # Acting: move the injected images to the detected group; the list is current afterwards.
+    assert tiny_client.post("/api/images/move", json={"ids": sorted(injected), "group": "red"}).json() == {"moved": 2}
+    wait_jobs(tiny_client)
+    after = {i["id"] for i in tiny_client.get("/api/anomalies?type=errors").json()["items"]}
+    assert not injected & after
+    assert tiny_client.get("/api/anomalies?type=weird").status_code == 422
+    assert tiny_client.get("/api/anomalies?type=errors&method=magic").status_code == 422
+
+
+def test_duplicates_found_cross_group_first(tiny_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A random tiny network puts every same-coloured image within a few hundredths of cosine
+    # distance, so its embedding threshold is calibrated down and cannot confirm hash matches;
+    # the hashes find the copies here.
+    from cvtools.vision.anomalies import duplicates as engine_mod
+
+    monkeypatch.setattr(engine_mod, "PHASH_CONFIRM", 1e6)
+    with TestClient(
+        create_app(tiny_settings.model_copy(update={"max_equal_distance": 0.001, "phash_max_bits": 10}))
+    ) as tiny_client:
+        wait_jobs(tiny_client)
+        _check_duplicates(tiny_client)
+
+
+def _check_duplicates(tiny_client: TestClient) -> None:
+    fill_classes(tiny_client, per_class=10, size=128)
+    originals = tiny_client.get("/api/groups/red/images").json()["images"][:3]
+    copies = []
+    for n, (orig, how) in enumerate(zip(originals, ["resized", "cropped", "resized"], strict=True)):
+        data = _variant(tiny_client.get(orig["url"]).content, how)
+        target = "green" if n == 0 else "red"
+        added = tiny_client.post(
+            f"/api/groups/{target}/images", files=[("files", (f"copy{n}.jpg", data, "image/jpeg"))]
+        ).json()
+        copies.append((orig["id"], added["added"][0]["id"]))
+    _promote(tiny_client)
+    job = tiny_client.post("/api/anomalies?type=duplicates").json()["job"]
+    wait_jobs(tiny_client, 60)
+    assert tiny_client.get(f"/api/jobs/{job}").json()["state"] == "done"
+    pairs = tiny_client.get("/api/anomalies?type=duplicates").json()["pairs"]
+    found = {frozenset((p["a"]["id"], p["b"]["id"])) for p in pairs}
+    assert {frozenset(c) for c in copies} <= found
+    assert pairs[0]["pair"] == 1 and {pairs[0]["a"]["id"], pairs[0]["b"]["id"]} == set(copies[0])  # cross-group first
+    assert set(pairs[0]["a"]) >= {"id", "group", "path", "thumb"} and "distance" in pairs[0]
+    assert len(pairs) <= 2 * len(copies)
+    same = [p for p in pairs if not p["cross_group"]]
+    assert [p["distance"] for p in same] == sorted(p["distance"] for p in same)
+    # Deleting one of a pair removes the pair.
+    tiny_client.post("/api/images/status", json={"ids": [copies[1][1]], "status": "deleted"})
+    wait_jobs(tiny_client)
+    pairs = tiny_client.get("/api/anomalies?type=duplicates").json()["pairs"]
+    assert frozenset(copies[1]) not in {frozenset((p["a"]["id"], p["b"]["id"])) for p in pairs}
+
+
+def test_pair_search_units() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(5000, 300)).astype(np.float32)
+    x[4000] = x[17] + 0.01 * rng.normal(size=300)
+    x[4999] = x[2500]
+    pairs = {(i, j) for i, j, _ in anom.embedding_pairs(x, 0.05)}
+    assert pairs == {(17, 4000), (2500, 4999)}
+    assert anom.exact_pairs(["a", "b", "a", "c", "a"]) == [(0, 2), (0, 4), (2, 4)]
+    hashes = ["f0f0f0f0f0f0f0f0", "f0f0f0f0f0f0f0f1", "0f0f0f0f0f0f0f0f", None, "0000000000000000", "0000000000000001"]
+    assert anom.phash_pairs(hashes, 2) == [(0, 1, 1)]  # the near-constant hashes 4 and 5 say nothing
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]])
+    errs = label_errors(probs, np.array([0, 0, 1]))
+    assert [e.index for e in errs] == [1]
+
+
+def test_content_signature_sees_the_drawing_not_the_canvas() -> None:
+    from PIL import ImageDraw
+
+    from cvtools import imaging
+    from cvtools.vision.anomalies.duplicates import CONTENT_SAME_BITS
+
+    def page(shape: str, mirror: bool = False, scale: float = 1.0) -> Image.Image:
+        """A small drawing on a large white page, as clip-art collections store them."""
+        img = Image.new("RGB", (800, 1100), "white")
+        d = ImageDraw.Draw(img)
+        d.polygon([(300, 700), (500, 700), (400, 520)], outline="red", width=12)  # the sign's frame
+        if shape == "arrow":
+            d.polygon(
+                [(350, 660), (430, 620), (430, 640), (460, 640), (460, 680), (430, 680), (430, 700)], fill="black"
+            )
+        else:
+            d.ellipse((375, 615, 425, 665), fill="black")
+        if mirror:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if scale != 1.0:
+            img = img.resize((int(800 * scale), int(1100 * scale)))
+        return img
+
+    def bits(a: Image.Image, b: Image.Image) -> int:
+        sa, sb = imaging.content_signature(a), imaging.content_signature(b)
+        assert sa is not None and sb is not None
+        return int((sa[0] != sb[0]).sum())
+
+    arrow = page("arrow")
+    same = bits(arrow, page("arrow", scale=0.7))
+    assert same <= CONTENT_SAME_BITS
+    # a different pictogram in the same frame, and the mirror image, read as different drawings
+    assert bits(arrow, page("dot")) > CONTENT_SAME_BITS and bits(arrow, page("arrow", mirror=True)) > CONTENT_SAME_BITS
+    assert imaging.content_signature(Image.new("RGB", (800, 1100), "white")) is None

@@ -1,0 +1,174 @@
+"""Unknown detection, parent fallback, POST /api/classify and the batch CLI."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cvtools.settings import PROJECT_ROOT, Settings
+from cvtools.vision.openset import Calibration, ancestors, calibrate, subtree_sums
+from cvtools.web import create_app
+
+from ..conftest import run_training, wait_jobs
+from ..helpers import TestClient, class_image, image_bytes
+
+
+def test_tree_arithmetic() -> None:
+    assert ancestors("a/b/c") == ["a/b", "a"] and ancestors("a") == []
+    classes = ["animals/cats", "animals/dogs", "cars"]
+    sums = subtree_sums(np.array([[0.45, 0.4, 0.15]]), classes)
+    assert set(sums) == {"animals"} and abs(float(sums["animals"][0]) - 0.85) < 1e-9
+
+
+def _clusters(seed: int = 0, centers: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Three separated clusters in 16-d and softmax probabilities that fall off with the distance."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(3, 16)) * 4 if centers is None else centers
+    x = np.concatenate([c + rng.normal(size=(200, 16)) for c in centers]).astype(np.float32)
+    y = np.repeat(np.arange(3), 200)
+    logits = -((x[:, None, :] - centers[None]) ** 2).sum(-1) / 8
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    return x, y, probs / probs.sum(1, keepdims=True), centers
+
+
+def test_judge_fallback_unknown_and_distance() -> None:
+    classes = ["animals/cats", "animals/dogs", "cars"]
+    x, y, probs, centers = _clusters()
+    cal = calibrate(probs, y, classes, x, [f"id{i}" for i in range(len(x))], target_frr=0.05)
+    assert set(cal.parents) == {"animals"} and 0 < cal.limit < 1
+    sure = cal.judge(np.array([0.98, 0.01, 0.01]), centers[0])
+    assert not sure["unknown"] and sure["fallback"] is None and sure["score"] < 1
+    assert sure["nearest"]["group"] == "animals/cats" and sure["nearest"]["id"] in {f"id{i}" for i in range(200)}
+    # torn between the two leaves of one parent, close to both: the parent answers
+    between = (centers[0] + centers[1]) / 2
+    leaf_unsure = cal.judge(np.array([0.5, 0.5, 0.0]), between)
+    assert not leaf_unsure["unknown"] and leaf_unsure["fallback"] == "animals", leaf_unsure
+    lost = cal.judge(np.array([0.34, 0.33, 0.33]), between + 40)
+    assert lost["unknown"] and "unlike the known images" in lost["reason"] and lost["score"] > 1
+    far = cal.judge(np.array([0.02, 0.02, 0.96]), centers[2] * -6)
+    assert far["unknown"] and far["fallback"] is None and far["nearest"]["distance"] > cal.dist_ref[-1]
+    # saved and loaded: the same answers
+    folder = Path(tempfile.mkdtemp())
+    cal.save(folder)
+    again = Calibration.load(folder)
+    assert again is not None and again.judge(np.array([0.34, 0.33, 0.33]), between + 40)["score"] == lost["score"]
+
+
+def test_calibration_rates_on_synthetic_clusters() -> None:
+    x, y, probs, _ = _clusters()
+    cal = calibrate(probs, y, ["a", "b", "c"], x, [str(i) for i in range(len(x))], target_frr=0.1)
+    # fresh known images from the same clusters: about 10 % rejected
+    x2, _, probs2, _ = _clusters(seed=1, centers=_clusters()[3])
+    rng = np.random.default_rng(1)
+    known = [cal.judge(p, v)["unknown"] for p, v in zip(probs2, x2, strict=True)]
+    assert 0.02 <= np.mean(known) <= 0.2
+    far = rng.normal(size=(50, 16)).astype(np.float32) * 4 + 30
+    lost = np.full(3, 1 / 3)
+    assert np.mean([cal.judge(lost, v)["unknown"] for v in far]) > 0.9
+
+
+@pytest.fixture
+def nested(tiny_settings: Settings, tmp_path: Path) -> Iterator[TestClient]:
+    s = tiny_settings.model_copy(update={"cv_unknown": True})
+    with TestClient(create_app(s)) as c:
+        wait_jobs(c)
+        c.post("/api/groups", json={"name": "warm"})
+        c.post("/api/groups", json={"name": "cool"})
+        for parent, leaf, colour in (("warm", "red", "red"), ("cool", "blue", "blue"), ("cool", "green", "green")):
+            c.post("/api/groups", json={"name": leaf, "parent": parent})
+            files = [("files", (f"{leaf}{i}.png", class_image(colour, i), "image/png")) for i in range(12)]
+            assert len(c.post(f"/api/groups/{parent}/{leaf}/images", files=files).json()["added"]) == 12
+        run = run_training(c, "head", epochs=20)
+        assert run["calibration"]["distance"] > 0 and set(run["calibration"]["parents"]) == {"cool", "warm"}
+        c.post("/api/models/promote", json={"run": run["id"], "build_index": False})
+        yield c
+
+
+def test_classify_api_known_and_unknown(nested: TestClient, tmp_path: Path) -> None:
+    known = [
+        ("files", (f"k{i}.png", class_image(c, 500 + i), "image/png"))
+        for c in ("red", "blue", "green")
+        for i in range(4)
+    ]
+    r = nested.post("/api/classify", files=known)
+    assert r.status_code == 200, r.text
+    res = r.json()["results"]
+    assert len(res) == 12 and all(
+        set(x) >= {"name", "classification", "unknown", "reason", "fallback", "nearest"} for x in res
+    )
+    assert sum(x["unknown"] for x in res) <= 2
+    assert all(x["nearest"]["distance"] >= 0 for x in res)
+    # noise over colours none of the groups has (the tiny random network mostly sees colour)
+    odd = [(128, 128, 128), (230, 230, 40), (230, 40, 230), (40, 230, 230)]
+    noise = [
+        ("files", (f"n{i}.png", image_bytes(900 + i, size=(72, 72), color=odd[i % 4]), "image/png")) for i in range(8)
+    ]
+    res_noise = nested.post("/api/classify", files=noise).json()["results"]
+    assert sum(x["unknown"] for x in res_noise) >= 6, [(x["reason"], x["fallback"], x["nearest"]) for x in res_noise]
+    # JSON paths under the /cv policy, with a per-item error instead of a failed request.
+    path = nested.get("/api/groups/cool/blue/images?limit=1").json()["images"][0]["path"]
+    res = nested.post("/api/classify", json={"paths": [path, "/etc/passwd", "http://127.0.0.1:1/x.png"]}).json()[
+        "results"
+    ]
+    assert res[0]["classification"][0][0] == "cool/blue"
+    assert res[1]["status"] == 403 and res[2]["status"] == 403
+    assert nested.post("/api/classify", json={"paths": []}).status_code == 400
+    assert (
+        nested.post("/api/classify", content=b"{bad json", headers={"content-type": "application/json"}).status_code
+        == 400
+    )
+    # /cv with the opt-in unknown entry first.
+    cv = nested.get("/cv?" + path).json()
+    assert cv[0][0] == "unknown" and cv[1][0] == "cool/blue"
+
+
+def test_cli_matches_api(nested: TestClient, tiny_settings: Settings, tmp_path: Path) -> None:
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    for i, c in enumerate(("red", "blue", "green")):
+        (folder / f"{c}.png").write_bytes(class_image(c, 700 + i))
+    (folder / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "results.csv"
+    env = {
+        "CVTOOLS_NEURONET": tiny_settings.neuronet,
+        "CVTOOLS_PRELOAD_MODEL": "false",
+        "PATH": "/usr/bin:/bin",
+        "HF_HUB_OFFLINE": "1",
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cvtools",
+            "classify",
+            str(folder),
+            "--dataset",
+            str(tiny_settings.dataset_dir),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=PROJECT_ROOT,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "4 images classified" in proc.stdout and "4/4" in proc.stderr
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(out.open())}
+    assert rows["broken.png"]["error"]
+    api = nested.post(
+        "/api/classify",
+        files=[("files", (n, (folder / n).read_bytes(), "image/png")) for n in ("red.png", "blue.png", "green.png")],
+    ).json()["results"]
+    for r in api:
+        assert rows[r["name"]]["group"] == r["classification"][0][0]
+        assert abs(float(rows[r["name"]]["probability"]) - r["classification"][0][1]) < 1e-4
+        assert rows[r["name"]]["unknown"] == str(r["unknown"])
