@@ -13,61 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS groups (
-    name TEXT PRIMARY KEY,
-    created REAL NOT NULL,
-    exclusive INTEGER NOT NULL DEFAULT 0  -- a root whose children are the values of one attribute
-);
-CREATE TABLE IF NOT EXISTS images (
-    id TEXT PRIMARY KEY,
-    grp TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('group', 'new', 'deleted')),
-    filename TEXT NOT NULL,
-    ext TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    phash TEXT,
-    source TEXT,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    created REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS images_grp_status ON images (grp, status, created, id);
-CREATE INDEX IF NOT EXISTS images_sha ON images (sha256);
--- Every image ever taken in, kept after it is deleted, so that it is never offered again.
-CREATE TABLE IF NOT EXISTS seen (
-    sha256 TEXT PRIMARY KEY,
-    phash TEXT,
-    source TEXT
-);
-CREATE INDEX IF NOT EXISTS seen_source ON seen (source);
-CREATE INDEX IF NOT EXISTS seen_phash ON seen (phash);
--- File moves decided by a committed transaction and not yet done on disk (rolled forward at start).
-CREATE TABLE IF NOT EXISTS moves (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    src TEXT NOT NULL,
-    dst TEXT NOT NULL,
-    change INTEGER  -- the change (below) whose moves these are
-);
--- Changes whose moves are not done yet, with the rows as they were before (to undo them).
-CREATE TABLE IF NOT EXISTS changes (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    op TEXT NOT NULL,
-    created REAL NOT NULL,
-    undo TEXT NOT NULL
-);
--- Dataset-wide choices made on the pages (label_mode), so they travel with the dataset.
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS oplog (
-    ts REAL NOT NULL,
-    op TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-"""
+SCHEMA = (Path(__file__).with_name("schema.sql")).read_text()
 IMAGE_COLUMNS = ("id", "grp", "status", "filename", "ext", "sha256", "phash", "source", "width", "height", "size", "created")
 CHUNK = 500  # ids per IN (...) list: SQLite limits the number of parameters
 

@@ -108,125 +108,126 @@ class Grabber:
             allow_private=settings.allow_private_urls, max_bytes=min(settings.max_upload_bytes, 50 * 1024 * 1024)
         )
 
-    def _known(self) -> tuple[set[str], np.ndarray]:
-        rows = self.dataset.seen()
-        sources = {normalise_url(r["source"]) for r in rows if r["source"]}
-        hashes = np.array([int(r["phash"], 16) for r in rows if r["phash"]], dtype=np.uint64)
-        return sources, hashes
-
-    def _download(self, cand: Candidate, limits: dict[str, threading.Semaphore], lock: threading.Lock) -> bytes:
-        host = urlsplit(cand.url).netloc.lower()
-        with lock:
-            sem = limits.setdefault(host, threading.Semaphore(self.settings.grab_per_host))
-        with sem:
-            return netfetch.fetch_url(cand.url, self.policy)[0]
-
     def run(self, group: str, query: str, count: int, provider: str | None, job: Job) -> dict[str, Any]:
-        group = self.dataset.require_group(group)
-        chain_ = chain(self.settings, provider)
-        skipped: Counter[str] = Counter()
-        sources, hashes = self._known()
-        batch_hashes: list[int] = []
-        batch_shas: set[str] = set()
-        added = 0
-        attempts = 0
-        accept_lock = threading.Lock()
-        host_lock = threading.Lock()
-        limits: dict[str, threading.Semaphore] = {}
+        grab = _Grab(self, self.dataset.require_group(group), count, job)
         job.progress(0, count, f"Downloaded 0 of {count}")
+        with httpx.Client(trust_env=False) as client:
+            grab.pump(_candidates(client, chain(self.settings, provider), query, grab.skipped, lambda: job.cancelled))
+        if grab.added < count and not job.cancelled:
+            job.progress(
+                grab.added, count, f"Downloaded {grab.added} of {count}; the providers have no more new images"
+            )
+        return {"added": grab.added, "skipped": dict(grab.skipped), "query": query, "group": grab.group}
 
-        def similar(h: int) -> bool:
-            pool = np.concatenate([hashes, np.array(batch_hashes, dtype=np.uint64)]) if batch_hashes else hashes
-            return bool(pool.size) and int(np.bitwise_count(pool ^ np.uint64(h)).min()) <= self.settings.phash_max_bits
 
-        def accept(cand: Candidate, data: bytes) -> str | None:
-            """None when taken in, else the skip reason."""
-            nonlocal added
-            try:
-                info = imaging.check_image(data, max_pixels=self.settings.max_image_pixels)
-            except imaging.ImageRejected as exc:
-                return "too large" if exc.too_large else "corrupt or not an image"
-            if min(info.width, info.height) < self.settings.grab_min_side:
-                return "too small"
-            sha = hashlib.sha256(data).hexdigest()
-            with accept_lock:
-                if added >= count:
-                    return "not needed"
-                if sha in batch_shas or self.dataset.known_sha(sha):
-                    return "duplicate (same bytes)"
-                if similar(int(info.phash, 16)):
-                    return "duplicate (similar image)"
-                tmp = self.dataset.new_tmp_path()
-                tmp.write_bytes(data)
-                name = PurePosixPath(urlsplit(cand.url).path).name or f"grab-{added + 1}"
-                try:
-                    result = self.dataset.add_images(
-                        group, [Incoming(name=name, path=tmp, source=cand.url)], status="new"
-                    )
-                except (NotFound, Conflict):
-                    raise Conflict(
-                        f"the group {group!r} was renamed or deleted during the grab; "
-                        f"{added} image(s) had been added to it"
-                    ) from None
-                if not result.added:
-                    return result.skipped[0]["reason"] if result.skipped else "not added"
-                batch_shas.add(sha)
-                batch_hashes.append(int(info.phash, 16))
-                added += 1
-                job.progress(added, count, f"Downloaded {added} of {count}")
-                return None
+class _Grab:
+    """One grab: candidates downloaded in parallel (a few per host), each checked and taken in as New,
+    until `count` are in; never an image the catalog has seen (by URL, bytes or perceptual hash)."""
 
-        def work(cand: Candidate) -> str | None:
-            try:
-                data = self._download(cand, limits, host_lock)
-            except Forbidden:
-                return "refused address"
-            except TooLarge:
-                return "too large"
-            except NotAnImage:
-                return "not an image"
-            except CVError:
-                return "download failed"
-            return accept(cand, data)
+    def __init__(self, grabber: Grabber, group: str, count: int, job: Job) -> None:
+        self.g, self.s, self.group, self.count, self.job = grabber, grabber.settings, group, count, job
+        self.skipped: Counter[str] = Counter()
+        rows = grabber.dataset.seen()
+        self.sources = {normalise_url(r["source"]) for r in rows if r["source"]}
+        self.hashes = np.array([int(r["phash"], 16) for r in rows if r["phash"]], dtype=np.uint64)
+        self.batch_shas: set[str] = set()
+        self.added = self.attempts = 0
+        self.lock, self.host_lock = threading.Lock(), threading.Lock()
+        self.limits: dict[str, threading.Semaphore] = {}
 
-        with (
-            httpx.Client(trust_env=False) as client,
-            ThreadPoolExecutor(self.settings.grab_workers, thread_name_prefix="grab") as pool,
-        ):
+    def pump(self, source: Iterator[Candidate]) -> None:
+        with ThreadPoolExecutor(self.s.grab_workers, thread_name_prefix="grab") as pool:
             pending: set[Future[str | None]] = set()
-            source = _candidates(client, chain_, query, skipped, lambda: job.cancelled)
             exhausted = False
             while True:
                 # Keep enough downloads in flight to reach the count despite the ones that fail.
-                want = min(self.settings.grab_workers * 2, max(0, (count - added) * 2))
-                while (
-                    not exhausted
-                    and not job.cancelled
-                    and len(pending) < want
-                    and attempts < count * MAX_ATTEMPTS_PER_IMAGE
-                ):
-                    cand = next(source, None)
-                    if cand is None:
-                        exhausted = True
+                want = min(self.s.grab_workers * 2, max(0, (self.count - self.added) * 2))
+                while not exhausted and not self.job.cancelled and len(pending) < want:
+                    if self.attempts >= self.count * MAX_ATTEMPTS_PER_IMAGE:
                         break
-                    if normalise_url(cand.url) in sources:
-                        skipped["already seen (URL)"] += 1
-                        continue
-                    sources.add(normalise_url(cand.url))
-                    attempts += 1
-                    pending.add(pool.submit(work, cand))
+                    cand = next(source, None)
+                    exhausted = cand is None
+                    if cand is not None and self._new_url(cand):
+                        self.attempts += 1
+                        pending.add(pool.submit(self._work, cand))
                 if not pending:
-                    break
+                    return
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     reason = fut.result()
                     if reason and reason != "not needed":
-                        skipped[reason] += 1
-                if added >= count or job.cancelled:
+                        self.skipped[reason] += 1
+                if self.added >= self.count or self.job.cancelled:
                     for fut in pending:
                         fut.cancel()
                     wait(pending)
-                    break
-        if added < count and not job.cancelled:
-            job.progress(added, count, f"Downloaded {added} of {count}; the providers have no more new images")
-        return {"added": added, "skipped": dict(skipped), "query": query, "group": group}
+                    return
+
+    def _new_url(self, cand: Candidate) -> bool:
+        url = normalise_url(cand.url)
+        if url in self.sources:
+            self.skipped["already seen (URL)"] += 1
+            return False
+        self.sources.add(url)
+        return True
+
+    def _work(self, cand: Candidate) -> str | None:
+        """None when taken in, else the skip reason."""
+        host = urlsplit(cand.url).netloc.lower()
+        with self.host_lock:
+            sem = self.limits.setdefault(host, threading.Semaphore(self.s.grab_per_host))
+        try:
+            with sem:
+                data = netfetch.fetch_url(cand.url, self.g.policy)[0]
+        except Forbidden:
+            return "refused address"
+        except TooLarge:
+            return "too large"
+        except NotAnImage:
+            return "not an image"
+        except CVError:
+            return "download failed"
+        return self._accept(cand, data)
+
+    def _similar(self, h: int) -> bool:
+        pool = self.hashes
+        return bool(pool.size) and int(np.bitwise_count(pool ^ np.uint64(h)).min()) <= self.s.phash_max_bits
+
+    def _accept(self, cand: Candidate, data: bytes) -> str | None:
+        try:
+            info = imaging.check_image(data, max_pixels=self.s.max_image_pixels)
+        except imaging.ImageRejected as exc:
+            return "too large" if exc.too_large else "corrupt or not an image"
+        if min(info.width, info.height) < self.s.grab_min_side:
+            return "too small"
+        sha = hashlib.sha256(data).hexdigest()
+        with self.lock:
+            if self.added >= self.count:
+                return "not needed"
+            if sha in self.batch_shas or self.g.dataset.known_sha(sha):
+                return "duplicate (same bytes)"
+            if self._similar(int(info.phash, 16)):
+                return "duplicate (similar image)"
+            reason = self._take(cand, data)
+            if reason is None:
+                self.batch_shas.add(sha)
+                self.hashes = np.append(self.hashes, np.uint64(int(info.phash, 16)))
+                self.added += 1
+                self.job.progress(self.added, self.count, f"Downloaded {self.added} of {self.count}")
+            return reason
+
+    def _take(self, cand: Candidate, data: bytes) -> str | None:
+        tmp = self.g.dataset.new_tmp_path()
+        tmp.write_bytes(data)
+        name = PurePosixPath(urlsplit(cand.url).path).name or f"grab-{self.added + 1}"
+        try:
+            result = self.g.dataset.add_images(
+                self.group, [Incoming(name=name, path=tmp, source=cand.url)], status="new"
+            )
+        except (NotFound, Conflict):
+            raise Conflict(
+                f"the group {self.group!r} was renamed or deleted during the grab; {self.added} image(s) had been added"
+            ) from None
+        if not result.added:
+            return result.skipped[0]["reason"] if result.skipped else "not added"
+        return None

@@ -60,14 +60,17 @@ class RequestLimitsMiddleware:
         if length.isdigit() and int(length) > limit:
             await JSONResponse({"detail": too_large}, 413)(scope, receive, send)
             return
-        seen = 0
+        seen, complete = 0, False
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, complete
+            if complete:  # after the body only the disconnect can come (a stream waits for it for hours)
+                return await receive()
             try:
                 message = await asyncio.wait_for(receive(), BODY_IDLE_TIMEOUT_S)
             except TimeoutError:
                 raise HTTPException(408, f"the request body stopped arriving for {BODY_IDLE_TIMEOUT_S:g} s") from None
+            complete = message.get("type") != "http.request" or not message.get("more_body", False)
             seen += len(message.get("body", b""))
             if seen > limit:
                 raise HTTPException(413, too_large)

@@ -2,8 +2,7 @@
 "use strict";
 
 (() => {
-  const { api, toast, on, el } = CV;
-  const $ = (id) => document.getElementById(id);
+  const { $, api, toast, on, el, watchJob, dropZone } = CV;
   const state = { file: null, url: null, group: null, result: null, indexJob: null };
 
   function setImage(file) {
@@ -56,10 +55,8 @@
   function renderSimilar(r) {
     $("similar-scope").textContent = !$("search").checked ? "(search is off)" : state.group ? `in ${state.group}` : "in all groups";
     const items = r.similar.map((s) => ({ url: s.url, caption: `${s.group} · distance ${s.distance.toFixed(4)} · ${s.filename}` }));
-    $("similar").replaceChildren(...r.similar.map((s, i) => el("div", { class: "tile", title: `${s.group} · ${s.filename}`, onclick: () => Lens.open(items, i) },
-      el("img", { src: s.thumb, loading: "lazy", alt: s.filename }),
-      el("span", { class: "tile-dist", text: s.distance.toFixed(3) }),
-      el("span", { class: "tile-name", text: s.group }))));
+    $("similar").replaceChildren(...r.similar.map((s, i) => CV.tile(s, { label: s.group, title: `${s.group} · ${s.filename}`,
+      onSelect: () => Lens.open(items, i), extra: [el("span", { class: "tile-dist", text: s.distance.toFixed(3) })] })));
   }
 
   async function refreshIndexInfo() {
@@ -70,6 +67,12 @@
 
   function offerIndex() {
     if (!$("dlg-index").open && !state.indexJob) $("dlg-index").showModal();
+  }
+
+  function indexProgress(job) {
+    $("index-bar").max = Math.max(1, job.progress.total);
+    $("index-bar").value = job.progress.done;
+    $("index-progress").textContent = job.progress.message || job.state;
   }
 
   function indexFinished(job) {
@@ -90,9 +93,7 @@
       state.indexJob = r.job;
       $("index-bar").hidden = false;
       $("index-ok").disabled = true;
-      // The job may have finished before this answer arrived: its event is then already gone.
-      const job = await api("GET", `/api/jobs/${r.job}`);
-      if (["done", "failed", "cancelled"].includes(job.state)) indexFinished(job);
+      watchJob(r.job, { progress: indexProgress, done: indexFinished });
     } catch (err) { toast(err.message, "error"); $("dlg-index").close(); }
   }
 
@@ -100,15 +101,7 @@
     $("btn-pick").addEventListener("click", () => $("file").click());
     $("drop").addEventListener("click", () => $("file").click());
     $("file").addEventListener("change", (e) => { if (e.target.files[0]) setImage(e.target.files[0]); e.target.value = ""; });
-    const drop = $("drop");
-    drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("drop"); });
-    drop.addEventListener("dragleave", () => drop.classList.remove("drop"));
-    drop.addEventListener("drop", (e) => {
-      e.preventDefault();
-      drop.classList.remove("drop");
-      if (e.dataTransfer.files[0]) setImage(e.dataTransfer.files[0]);
-      else { const u = e.dataTransfer.getData("text/uri-list") || e.dataTransfer.getData("text/plain"); if (u) { $("url").value = u.trim(); analyzeUrl(); } }
-    });
+    dropZone($("drop"), (files) => setImage(files[0]), (u) => { $("url").value = u; analyzeUrl(); });
     document.addEventListener("paste", (e) => {
       const f = [...(e.clipboardData || {}).files || []].find((x) => x.type.startsWith("image/"));
       if (f) setImage(f);
@@ -128,13 +121,7 @@
     $("search").addEventListener("change", analyze);
     $("how-many").addEventListener("change", analyze);
     $("index-ok").addEventListener("click", createIndex);
-    on("job", (job) => {
-      if (job.kind !== "index") return;
-      $("index-bar").max = Math.max(1, job.progress.total);
-      $("index-bar").value = job.progress.done;
-      $("index-progress").textContent = job.progress.message || job.state;
-      if (["done", "failed", "cancelled"].includes(job.state)) indexFinished(job);
-    });
+    on("index", () => refreshIndexInfo().catch(() => {}));  // built by another page or after a change
     refreshIndexInfo().catch(() => {});
     api("GET", "/api/status").then((s) => { $("no-model").hidden = Boolean(s.model.run); }).catch(() => {});
     window.cvAnalysis = state;

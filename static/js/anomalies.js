@@ -2,8 +2,7 @@
 "use strict";
 
 (() => {
-  const { api, toast, on, el } = CV;
-  const $ = (id) => document.getElementById(id);
+  const { $, api, toast, el, watchJob } = CV;
   const state = { type: "errors", data: null, selected: new Set(), job: null, groups: [] };
 
   let loads = 0;
@@ -28,8 +27,7 @@
       state.job = r.job;
       $("btn-calc").disabled = true;
       $("calc-progress").textContent = "Calculating…";
-      const job = await api("GET", `/api/jobs/${r.job}`);  // it may have ended before this answer came
-      if (["done", "failed", "cancelled"].includes(job.state)) calcFinished(job);
+      watchJob(r.job, { progress: (job) => { $("calc-progress").textContent = job.progress.message || job.state; }, done: calcFinished });
     } catch (e) {
       if (e.status === 503) $("no-model").hidden = false; else toast(e.message, "error");
     }
@@ -86,8 +84,8 @@
       list.replaceChildren(...pairs.map((p, k) => el("div", { class: `pair ${p.cross_group ? "cross" : ""}` },
         el("div", { class: "pair-cap" }, el("b", { text: `pair ${p.pair}` }), el("br"), el("span", { text: `distance ${p.distance.toFixed(4)}` }), el("br"),
           el("span", { class: "muted", text: p.layers.join(", ") })),
-        ...[p.a, p.b].map((x, j) => el("div", { class: `tile${state.selected.has(x.id) ? " selected" : ""}`, "data-id": x.id, title: x.filename, onclick: () => toggle(x.id), ondblclick: () => Lens.open(lens, 2 * k + j) },
-          el("img", { src: x.thumb, loading: "lazy", alt: "" }), el("span", { class: "tile-name", text: `${x.group}${x.status === "new" ? " (new)" : ""}` }))))));
+        ...[p.a, p.b].map((x, j) => CV.tile(x, { label: `${x.group}${x.status === "new" ? " (new)" : ""}`, selected: state.selected.has(x.id),
+          onSelect: () => toggle(x.id), onOpen: () => Lens.open(lens, 2 * k + j) })))));
     }
     updateButtons();
   }
@@ -141,11 +139,6 @@
     $("move-target").addEventListener("change", updateButtons);
     const groups = (await api("GET", "/api/groups")).groups;
     $("move-target").append(...groups.map((g) => el("option", { value: g.name, text: g.name })));
-    on("job", (job) => {
-      if (job.kind !== "anomalies" || job.id !== state.job) return;
-      $("calc-progress").textContent = job.progress.message || job.state;
-      if (["done", "failed", "cancelled"].includes(job.state)) calcFinished(job);
-    });
     const status = await api("GET", "/api/status");
     $("no-model").hidden = Boolean(status.model.run);
     if (status.model.run) load();

@@ -1,7 +1,12 @@
-// Shared helpers for every page: JSON calls, toasts, the event stream, small DOM builders.
+// Shared by every page: JSON calls, toasts, the event stream, following a job, and the few building
+// blocks the pages share (image tiles, drop zones, confusion tables). Each page script uses these
+// instead of its own copy.
 "use strict";
 
 const CV = (() => {
+  const $ = (id) => document.getElementById(id);
+  const FINISHED = ["done", "failed", "cancelled"];
+
   async function api(method, url, body) {
     const opts = { method, headers: {} };
     if (body instanceof FormData) {
@@ -24,41 +29,59 @@ const CV = (() => {
 
   let toastTimer = null;
   function toast(message, kind = "info") {
-    const el = document.getElementById("toast");
-    el.textContent = message;
-    el.className = `toast ${kind}`;
-    el.hidden = false;
+    const box = $("toast");
+    box.textContent = message;
+    box.className = `toast ${kind}`;
+    box.hidden = false;
     clearTimeout(toastTimer);
-    toastTimer = setTimeout(() => { el.hidden = true; }, kind === "error" ? 6000 : 3000);
+    toastTimer = setTimeout(() => { box.hidden = true; }, kind === "error" ? 6000 : 3000);
   }
 
-  // One EventSource per page; listeners by event name.
+  // One EventSource per page. The server names its events once (schemas.Event) and puts the list on
+  // the page, so a new kind of event needs no change here. on() returns a function that unsubscribes.
   const handlers = {};
   let source = null;
   function on(event, fn) {
     (handlers[event] = handlers[event] || []).push(fn);
     if (!source) {
       source = new EventSource("/api/events");
-      // The server names its events once (schemas.Event) and puts the list on the page.
       for (const name of (document.body.dataset.events || "").split(" ").filter(Boolean)) {
         source.addEventListener(name, (e) => {
           const data = JSON.parse(e.data);
-          (handlers[name] || []).forEach((h) => h(data));
+          (handlers[name] || []).slice().forEach((h) => h(data));
         });
       }
     }
+    return () => { handlers[event] = (handlers[event] || []).filter((h) => h !== fn); };
+  }
+
+  // Follow one job: progress(job) while it runs, done(job) once when it ends — also when it ended
+  // before the page learnt its id (its last event is then gone, so the job is asked for once).
+  function watchJob(id, { progress, done }) {
+    let finished = false;
+    const end = (job) => {
+      if (finished) return;
+      finished = true;
+      stop();
+      done(job);
+    };
+    const stop = on("job", (job) => {
+      if (job.id !== id) return;
+      if (FINISHED.includes(job.state)) end(job); else if (progress) progress(job);
+    });
+    api("GET", `/api/jobs/${id}`).then((job) => { if (FINISHED.includes(job.state)) end(job); }).catch(() => {});
   }
 
   // A small indicator of running jobs in the top bar.
   const running = new Map();
   function trackJobs() {
     on("job", (job) => {
-      const el = document.getElementById("jobs-indicator");
+      const box = $("jobs-indicator");
       if (["queued", "running"].includes(job.state)) running.set(job.id, job); else running.delete(job.id);
-      if (!el) return;
-      el.hidden = running.size === 0;
+      if (!box) return;
+      box.hidden = running.size === 0;
       const j = [...running.values()][0];
-      el.textContent = j ? `${j.kind}: ${j.progress.message || j.state}` : "";
+      box.textContent = j ? `${j.kind}: ${j.progress.message || j.state}` : "";
     });
   }
 
@@ -78,6 +101,47 @@ const CV = (() => {
     return name.split("/").map(encodeURIComponent).join("/");
   }
 
+  // An image tile: its thumbnail (the URLs come from the server's answers), a label at the bottom,
+  // optionally a number that opens the lens and extra badges; click selects, double-click opens.
+  function tile(img, { label, title, selected = false, number, onSelect, onOpen, extra = [] } = {}) {
+    const node = el("div", { class: `tile${selected ? " selected" : ""}`, "data-id": img.id, title: title || img.filename || "" },
+      el("img", { src: img.thumb, loading: "lazy", decoding: "async", alt: img.filename || "", width: 160, height: 160 }),
+      number === undefined ? "" : el("button", { class: "tile-num", text: String(number), title: "Open in the lens",
+        onclick: (e) => { e.stopPropagation(); if (onOpen) onOpen(); } }),
+      el("span", { class: "tile-name", text: label ?? img.filename ?? "" }),
+      ...extra);
+    if (onSelect) node.addEventListener("click", () => onSelect(node));
+    if (onOpen) node.addEventListener("dblclick", onOpen);
+    return node;
+  }
+
+  // Files dropped on `zone` go to onFiles; a dropped link (no file) to onText.
+  function dropZone(zone, onFiles, onText) {
+    zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("drop"); });
+    zone.addEventListener("dragleave", () => zone.classList.remove("drop"));
+    zone.addEventListener("drop", (e) => {
+      e.preventDefault();
+      zone.classList.remove("drop");
+      const files = [...e.dataTransfer.files];
+      if (files.length) { onFiles(files); return; }
+      const text = e.dataTransfer.getData("text/uri-list") || e.dataTransfer.getData("text/plain");
+      if (text && onText) onText(text.trim());
+    });
+  }
+
+  // A confusion matrix (rows: the true group, columns: the predicted one) into `table`; `extra`
+  // columns ({head, title, value(i)}) follow the matrix; onCell(i, j, td) makes cells clickable.
+  function confusionTable(table, { labels, matrix, corner = "", extra = [], onCell, short = false }) {
+    const name = (l) => (short ? l.split("/").pop() : l);
+    const head = el("tr", {}, el("th", { text: corner }), ...labels.map((l) => el("th", { text: name(l) })),
+      ...extra.map((x) => el("th", { text: x.head, title: x.title || "" })));
+    const rows = matrix.map((row, i) => el("tr", {}, el("th", { text: name(labels[i]) }),
+      ...row.map((v, j) => el("td", { class: `cell ${i === j ? "diag" : ""}`, text: String(v), "data-true": labels[i],
+        "data-pred": labels[j], onclick: onCell ? (e) => onCell(i, j, e.target) : null })),
+      ...extra.map((x) => el("td", { text: x.value(i) }))));
+    table.replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
+  }
+
   document.addEventListener("DOMContentLoaded", trackJobs);
-  return { api, toast, on, el, encodeGroup };
+  return { $, api, toast, on, watchJob, el, encodeGroup, tile, dropZone, confusionTable, FINISHED };
 })();

@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { api, toast, on, el, encodeGroup } = CV;
+  const { $, api, toast, on, el, encodeGroup, watchJob, dropZone } = CV;
   const PAGE = 200;
   const state = {
     groups: [],
@@ -16,7 +16,6 @@
     labelMode: "single",
     moveKind: "move", // the group dialog moves, or (multi-label) adds a membership
   };
-  const $ = (id) => document.getElementById(id);
 
   // ---- groups --------------------------------------------------------------------------
   async function loadGroups() {
@@ -130,16 +129,12 @@
   }
 
   function tile(img, i) {
-    const node = el("div", { class: `tile${state.selected.has(img.id) ? " selected" : ""}`, "data-id": img.id, title: img.filename },
-      el("img", { src: img.thumb, loading: "lazy", decoding: "async", alt: img.filename, width: 160, height: 160 }),
-      el("button", { class: "tile-num", text: String(i + 1), title: "Open in the lens", onclick: (e) => { e.stopPropagation(); openLens(img.id); } }),
-      el("span", { class: "tile-name", text: img.filename }),
-      (img.groups || []).length > 1
-        ? el("span", { class: "tile-chips" }, ...img.groups.filter((g) => g !== img.group).map((g) => el("span", { class: "chip", text: g, title: `Also in ${g}` })))
-        : "");
-    node.addEventListener("click", () => toggle(img.id, node));
-    node.addEventListener("dblclick", () => openLens(img.id));
-    return node;
+    const others = (img.groups || []).filter((g) => g !== img.group);
+    const chips = others.length
+      ? [el("span", { class: "tile-chips" }, ...others.map((g) => el("span", { class: "chip", text: g, title: `Also in ${g}` })))]
+      : [];
+    return CV.tile(img, { number: i + 1, selected: state.selected.has(img.id), extra: chips,
+      onSelect: (node) => toggle(img.id, node), onOpen: () => openLens(img.id) });
   }
 
   function openLens(id) {
@@ -276,7 +271,6 @@
   }
 
   // ---- extend images (the grabber) -----------------------------------------------------
-  const grabs = new Map(); // job id -> group
   async function openExtend() {
     if (!state.group) return;
     $("extend-query").value = state.group.split("/").pop();
@@ -295,20 +289,18 @@
       const r = await api("POST", `/api/groups/${encodeGroup(group)}/grab`, {
         query: $("extend-query").value, count: Number($("extend-count").value), provider: $("extend-provider").value,
       });
-      grabs.set(r.job, group);
       $("dlg-extend").close();
       toast(`Searching the web for "${$("extend-query").value}"…`);
-      const job = await api("GET", `/api/jobs/${r.job}`); // it may have ended before this answer came
-      if (["done", "failed", "cancelled"].includes(job.state)) grabFinished(job);
+      watchJob(r.job, {
+        progress: (job) => { if (job.state === "running") toast(job.progress.message); },
+        done: (job) => grabFinished(job, group),
+      });
     } catch (err) {
       $("extend-error").textContent = err.message;
     }
   }
 
-  function grabFinished(job) {
-    const group = grabs.get(job.id);
-    if (group === undefined) return;
-    grabs.delete(job.id);
+  function grabFinished(job, group) {
     if (job.state === "done") {
       const skipped = Object.values(job.result.skipped || {}).reduce((a, b) => a + b, 0);
       toast(`${job.result.added} new image(s) for ${group}${skipped ? `, ${skipped} skipped` : ""}`);
@@ -358,16 +350,8 @@
     $("btn-upload").addEventListener("click", () => $("file-input").click());
     $("btn-extend").addEventListener("click", openExtend);
     $("extend-ok").addEventListener("click", startExtend);
-    on("job", (job) => {
-      if (job.kind !== "grab" || !grabs.has(job.id)) return;
-      if (job.state === "running") toast(job.progress.message);
-      if (["done", "failed", "cancelled"].includes(job.state)) grabFinished(job);
-    });
     $("file-input").addEventListener("change", (e) => { upload(e.target.files); e.target.value = ""; });
-    const grid = $("grid");
-    grid.addEventListener("dragover", (e) => { e.preventDefault(); grid.classList.add("drop"); });
-    grid.addEventListener("dragleave", () => grid.classList.remove("drop"));
-    grid.addEventListener("drop", (e) => { e.preventDefault(); grid.classList.remove("drop"); upload(e.dataTransfer.files); });
+    dropZone($("grid"), upload);
     new IntersectionObserver((entries) => { if (entries.some((x) => x.isIntersecting)) loadMore(); }, { rootMargin: "400px" })
       .observe($("grid-sentinel"));
 

@@ -2,8 +2,7 @@
 "use strict";
 
 (() => {
-  const { api, toast, on, el } = CV;
-  const $ = (id) => document.getElementById(id);
+  const { $, api, toast, on, el, confusionTable } = CV;
   const state = { spec: null, run: null, job: null, production: null };
 
   // ---- parameters ----------------------------------------------------------------------
@@ -132,12 +131,11 @@
       el("tbody", {}, ...Object.entries(run.per_group).map(([g, m]) => el("tr", {},
         el("th", { text: g }), el("td", { text: f(m.precision) }), el("td", { text: f(m.recall) }), el("td", { text: f(m.f1) }),
         el("td", { text: String(m.support) }), el("td", { text: f(m.threshold) })))));
-    $("multi-attributes").replaceChildren(...Object.entries(run.attributes || {}).map(([name, a]) => el("div", {},
-      el("h4", { text: `${name}: accuracy ${a.accuracy.toFixed(3)} (rows: true value, columns: predicted)` }),
-      el("table", { class: "data confusion" },
-        el("thead", {}, el("tr", {}, el("th", { text: "" }), ...a.values.map((v) => el("th", { text: v.split("/").pop() })))),
-        el("tbody", {}, ...a.confusion.map((row, i) => el("tr", {}, el("th", { text: a.values[i].split("/").pop() }),
-          ...row.map((v, j) => el("td", { class: `cell ${i === j ? "diag" : ""}`, text: String(v) })))))))));
+    $("multi-attributes").replaceChildren(...Object.entries(run.attributes || {}).map(([name, a]) => {
+      const table = el("table", { class: "data confusion" });
+      confusionTable(table, { labels: a.values, matrix: a.confusion, short: true });
+      return el("div", {}, el("h4", { text: `${name}: accuracy ${a.accuracy.toFixed(3)} (rows: true value, columns: predicted)` }), table);
+    }));
   }
 
   function renderConfusion(run) {
@@ -145,18 +143,17 @@
     const block = $("confusion-block");
     if (!run.confusion) { block.hidden = true; return; }
     block.hidden = false;
-    const table = $("confusion");
-    const head = el("tr", {}, el("th", { text: "true \\ predicted" }), ...run.classes.map((c) => el("th", { text: c })), el("th", { text: "accuracy" }),
-      el("th", { text: "unknown below", title: "calibrated probability under which an answer counts as unknown" }));
-    const rows = run.confusion.map((row, i) => {
-      const total = row.reduce((a, b) => a + b, 0);
-      return el("tr", {}, el("th", { text: run.classes[i] }),
-        ...row.map((v, j) => el("td", { class: `cell ${i === j ? "diag" : ""}`, text: String(v), "data-true": run.classes[i], "data-pred": run.classes[j],
-          onclick: (e) => showCell(run, run.classes[i], run.classes[j], e.target) })),
-        el("td", { text: total ? (row[i] / total).toFixed(3) : "–" }),
-        el("td", { text: run.calibration ? run.calibration.thresholds[run.classes[i]].toFixed(3) : "–" }));
+    const accuracy = (i) => {
+      const total = run.confusion[i].reduce((a, b) => a + b, 0);
+      return total ? (run.confusion[i][i] / total).toFixed(3) : "–";
+    };
+    confusionTable($("confusion"), {
+      labels: run.classes, matrix: run.confusion, corner: "true \\ predicted",
+      extra: [{ head: "accuracy", value: accuracy },
+        { head: "unknown below", title: "calibrated probability under which an answer counts as unknown",
+          value: (i) => (run.calibration ? run.calibration.thresholds[run.classes[i]].toFixed(3) : "–") }],
+      onCell: (i, j, td) => showCell(run, run.classes[i], run.classes[j], td),
     });
-    table.replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
     $("cell-images").replaceChildren();
   }
 
@@ -169,10 +166,9 @@
       state.run = full;
     }
     const items = (full.predictions || []).filter((p) => p.group === truth && p.predicted === pred);
-    const lensItems = items.map((p) => ({ url: `/api/images/${p.id}/file`, caption: `${p.group} → ${p.predicted} (${p.probability})` }));
-    $("cell-images").replaceChildren(...items.map((p, i) => el("div", { class: "tile", title: `${p.group} → ${p.predicted}`, onclick: () => Lens.open(lensItems, i) },
-      el("img", { src: `/api/images/${p.id}/thumb`, loading: "lazy", alt: "" }),
-      el("span", { class: "tile-name", text: `${p.predicted} ${p.probability}` }))));
+    const lensItems = items.map((p) => ({ url: p.url, caption: `${p.group} → ${p.predicted} (${p.probability})` }));
+    $("cell-images").replaceChildren(...items.map((p, i) => CV.tile(p, { label: `${p.predicted} ${p.probability}`,
+      title: `${p.group} → ${p.predicted}`, onSelect: () => Lens.open(lensItems, i) })));
     if (!items.length) $("cell-images").append(el("p", { class: "muted", text: "No images in this cell." }));
   }
 

@@ -4,13 +4,13 @@
 const Lens = (() => {
   let items = [];
   let index = 0;
-  const dlg = () => document.getElementById("lens");
+  const dlg = () => CV.$("lens");
 
   function show() {
     const item = items[index];
     if (!item) return;
-    document.getElementById("lens-img").src = item.url;
-    document.getElementById("lens-caption").textContent = `${index + 1} / ${items.length} · ${item.caption || ""}`;
+    CV.$("lens-img").src = item.url;
+    CV.$("lens-caption").textContent = `${index + 1} / ${items.length} · ${item.caption || ""}`;
   }
 
   function open(list, i) {
@@ -28,9 +28,9 @@ const Lens = (() => {
 
   document.addEventListener("DOMContentLoaded", () => {
     if (!dlg()) return;
-    document.getElementById("lens-prev").addEventListener("click", () => step(-1));
-    document.getElementById("lens-next").addEventListener("click", () => step(1));
-    document.getElementById("lens-close").addEventListener("click", () => dlg().close());
+    CV.$("lens-prev").addEventListener("click", () => step(-1));
+    CV.$("lens-next").addEventListener("click", () => step(1));
+    CV.$("lens-close").addEventListener("click", () => dlg().close());
     dlg().addEventListener("keydown", (e) => {
       if (e.key === "ArrowLeft") { step(-1); e.preventDefault(); }
       if (e.key === "ArrowRight") { step(1); e.preventDefault(); }

@@ -44,3 +44,27 @@ def test_learning_journey(page, tiny_live_server: LiveServer) -> None:  # type: 
     page.fill('[data-param="epochs"]', "0")
     page.click("#btn-start")
     expect(page.locator("#toast")).to_contain_text("epochs")
+
+
+def test_epochs_table_fills_in_while_the_run_is_running(page, tiny_live_server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    """The Epochs table gains rows during the run (the server's per-epoch `run` events reach the page),
+    not only when it ends."""
+    url = tiny_live_server.url
+    for cls in ("red", "blue"):
+        httpx.post(url + "/api/groups", json={"name": cls})
+        files = [("files", (f"{cls}{i}.png", class_image(cls, i), "image/png")) for i in range(8)]
+        httpx.post(f"{url}/api/groups/{cls}/images", files=files, timeout=60)
+    page.goto(url + "/learning")
+    page.select_option("#mode", "head")
+    page.fill('[data-param="epochs"]', "2000")  # long enough to watch
+    page.click("#btn-start")
+    page.wait_for_function(
+        "document.querySelectorAll('#epochs-table tbody tr').length >= 3"
+        " && document.getElementById('run-state').textContent === 'running'",
+        timeout=60_000,
+    )
+    rows = page.locator("#epochs-table tbody tr").count()
+    run = httpx.get(url + "/api/train/runs").json()["runs"][0]
+    assert run["state"] == "running" and rows >= 3
+    page.click("#btn-cancel")
+    expect(page.locator("#run-state")).to_have_text("cancelled", timeout=60_000)

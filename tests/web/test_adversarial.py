@@ -369,6 +369,13 @@ def test_stalled_body_and_oversized_json(settings: Settings, monkeypatch: pytest
                 b'Content-Length: 1000\r\n\r\n{"name": '
             )
             assert sock.recv(1000).startswith(b"HTTP/1.1 408")
+        # a request without a body is not timed: an event stream stays open past the body timeout
+        with httpx.Client(base_url=s.url, timeout=10) as c, c.stream("GET", "/api/events") as stream:
+            lines = stream.iter_lines()
+            assert next(lines) == ": connected"
+            time.sleep(1.5)
+            assert c.post("/api/groups", json={"name": "later"}).status_code == 201
+            assert any(line.startswith("event: dataset") for line, _ in zip(lines, range(20), strict=False))
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             t0 = time.monotonic()
             sock.sendall(
