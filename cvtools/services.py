@@ -12,6 +12,7 @@ from .jobs import JobRunner
 from .schemas import Event
 from .settings import Settings
 from .vision.anomalies.service import AnomalyService
+from .vision.context import VisionContext
 from .vision.embeddings import EmbeddingStore
 from .vision.models import ModelManager
 from .vision.registry import Registry
@@ -52,8 +53,8 @@ def build_services(settings: Settings, publish: Publish = _quiet) -> Services:
     dataset.listeners.append(lambda data: publish(Event.DATASET, data))
     store = EmbeddingStore(settings.state_dir / "embeddings.sqlite")
     models = ModelManager(settings, Registry(settings.state_dir / "models"), publish)
-    search = SearchService(settings, dataset, models, store, jobs, publish)
-    anomalies = AnomalyService(settings, dataset, models, store, jobs)
+    ctx = VisionContext(settings, dataset, models, store, jobs, publish)
+    search, anomalies = SearchService(ctx), AnomalyService(ctx)
     dataset.listeners.extend([search.on_dataset_change, anomalies.on_dataset_change])
     return Services(
         settings=settings,
@@ -62,7 +63,7 @@ def build_services(settings: Settings, publish: Publish = _quiet) -> Services:
         models=models,
         classifier=Classifier(settings, models),
         search=search,
-        training=TrainingService(settings, dataset, models, store, jobs, publish),
+        training=TrainingService(ctx),
         anomalies=anomalies,
         store=store,
     )

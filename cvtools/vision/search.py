@@ -11,31 +11,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..dataset import Dataset
-from ..jobs import Job, JobRunner
+from ..jobs import Job
 from ..schemas import Event, ImageRef, ImageStatus, JobState
-from ..settings import Settings
-from .embeddings import EmbeddingStore, Item, cached_views
+from .context import VisionContext, VisionService
+from .embeddings import Item, cached_views
 from .index import SimilarityIndex
-from .models import ModelManager, Publish
 from .predictor import Predictor
 
 log = logging.getLogger(__name__)
 
 
-class SearchService:
-    def __init__(
-        self,
-        settings: Settings,
-        dataset: Dataset,
-        models: ModelManager,
-        store: EmbeddingStore,
-        jobs: JobRunner,
-        publish: Publish,
-    ) -> None:
-        self.settings, self.dataset, self.models, self.store = settings, dataset, models, store
-        self.jobs, self.publish = jobs, publish
-        self.path = settings.state_dir / "index" / "index.npz"
+class SearchService(VisionService):
+    def __init__(self, ctx: VisionContext) -> None:
+        super().__init__(ctx)
+        self.path = ctx.settings.state_dir / "index" / "index.npz"
         self._index: SimilarityIndex | None = None
         self._loaded = False
         self._lock = threading.Lock()

@@ -9,21 +9,17 @@ from typing import Any
 
 import numpy as np
 
-from ...dataset import Dataset
 from ...errors import BadInput
-from ...jobs import Job, JobRunner
+from ...jobs import Job
 from ...schemas import AnomalyKind, AnomalyMethod, ImageRef, ImageStatus, LabelMode
-from ...settings import Settings
-from ..embeddings import EmbeddingStore, Item, cached_views
-from ..models import ModelManager
+from ..context import VisionContext, VisionService
+from ..embeddings import Item, cached_views
 from . import duplicates, errors
 
 
-class AnomalyService:
-    def __init__(
-        self, settings: Settings, dataset: Dataset, models: ModelManager, store: EmbeddingStore, jobs: JobRunner
-    ) -> None:
-        self.settings, self.dataset, self.models, self.store, self.jobs = settings, dataset, models, store, jobs
+class AnomalyService(VisionService):
+    def __init__(self, ctx: VisionContext) -> None:
+        super().__init__(ctx)
         self.version = 0  # bumped by every dataset change
         self._cache: dict[tuple[AnomalyKind, AnomalyMethod], tuple[tuple[Any, ...], dict[str, Any]]] = {}
         self._lock = threading.Lock()

@@ -11,14 +11,11 @@ from typing import Any
 
 import torch
 
-from ...dataset import Dataset
 from ...errors import Conflict
-from ...jobs import Job, JobRunner
+from ...jobs import Job
 from ...schemas import Event, ImageStatus, LabelMode, RunRecord, RunState, TrainMode, TrainParams
-from ...settings import Settings
-from ..embeddings import EmbeddingStore
+from ..context import VisionContext, VisionService
 from ..head import EpochRow
-from ..models import ModelManager, Publish
 from ..predictor import Predictor
 from . import evaluate, head_mode
 from .finetune import finetune
@@ -37,18 +34,9 @@ def default_learning_rate(backbone: str) -> float:
     return 3e-4 if "convnext" in backbone.lower() else 5e-5
 
 
-class TrainingService:
-    def __init__(
-        self,
-        settings: Settings,
-        dataset: Dataset,
-        models: ModelManager,
-        store: EmbeddingStore,
-        jobs: JobRunner,
-        publish: Publish,
-    ) -> None:
-        self.settings, self.dataset, self.models, self.store = settings, dataset, models, store
-        self.jobs, self.publish = jobs, publish
+class TrainingService(VisionService):
+    def __init__(self, ctx: VisionContext) -> None:
+        super().__init__(ctx)
         self._lock = threading.Lock()
 
     def params(self) -> dict[str, Any]:
