@@ -20,9 +20,10 @@ test_size = 0.2
 # How many images the network looks at in one step (training and analysis).
 batch_size = 16
 
-# Two images closer than this are listed as duplicates.
+# Duplicates: two images whose embeddings are closer than this are compared in detail (their
+# keypoints and pixels decide whether they show the same picture; see the README).
 # Cosine distance between image embeddings: 0 = identical, 1 = unrelated.
-max_equal_distance = 0.08
+max_equal_distance = 0.35
 
 # Address and port of the web pages. Keep host 127.0.0.1 (this computer only) unless
 # other computers must reach CV Tools; then auth_token must be set.

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 import imagehash
-import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps
 
 # Our own pixel check runs before any decode; Pillow's bomb guard stays on as a second line.
@@ -157,30 +156,6 @@ def perceptual_hash(img: Image.Image) -> str:
     small = img.copy()
     small.thumbnail((64, 64), Image.Resampling.BILINEAR, reducing_gap=2.0)
     return str(imagehash.dhash(to_rgb(small), hash_size=8))
-
-
-FLAT = 6  # grey levels of change still read as flat
-CONTENT_MIN_SIDE = 40  # pixels; below it the 16 x 16 grid reads mostly noise
-
-
-def content_signature(img: Image.Image) -> tuple[np.ndarray, float] | None:
-    """The drawn part of an image (cropped to what differs from the border colour), as 1024 bits of
-    horizontal and vertical gradient directions on a 16 x 16 grid, and its aspect ratio. Unlike the
-    whole-image hash it is not dominated by a large empty canvas. None for a blank or tiny drawing."""
-    small = img.copy()
-    small.thumbnail((512, 512))
-    g = np.asarray(small.convert("L"), dtype=np.int16)
-    border = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
-    ys, xs = np.nonzero(np.abs(g - int(np.median(border))) > 24)
-    if len(ys) == 0 or min(ys.max() - ys.min(), xs.max() - xs.min()) < CONTENT_MIN_SIDE:
-        return None
-    crop = Image.fromarray(g[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.uint8))
-    h = np.asarray(crop.resize((17, 16), Image.Resampling.BOX), dtype=np.int16)
-    v = np.asarray(crop.resize((16, 17), Image.Resampling.BOX), dtype=np.int16)
-    dh, dv = (h[:, 1:] - h[:, :-1]).ravel(), (v[1:] - v[:-1]).ravel()
-    # Two bits per step (up, down) with a dead zone, so flat areas read alike despite JPEG noise.
-    bits = np.concatenate([dh > FLAT, dh < -FLAT, dv > FLAT, dv < -FLAT])
-    return bits, (xs.max() - xs.min() + 1) / (ys.max() - ys.min() + 1)
 
 
 def sha256_file(path: Path) -> str:

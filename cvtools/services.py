@@ -42,6 +42,7 @@ class Services:
     def close(self) -> None:
         self.jobs.shutdown()
         self.classifier.close()
+        self.anomalies.close()
         self.store.close()
         self.dataset.close()
 

@@ -57,6 +57,16 @@
     $("move-target").options[0].textContent = state.type === "errors" ? "the detected group" : "choose a group…";
   }
 
+  // Why a pair is listed: the keypoints that agree and the share of the images they cover, or the
+  // pixel comparison for images too plain for keypoints.
+  function why(p) {
+    const v = p.verdict || {};
+    if (v.method === "bytes") return "identical bytes";
+    if (v.method === "keypoints") return `${v.inliers} keypoints agree, covering ${Math.round(100 * v.coverage)} %`;
+    if (v.method === "pixels") return `aligned pixels agree (correlation ${v.correlation})`;
+    return "";
+  }
+
   function render() {
     const present = new Set(state.type === "errors" ? state.data.items.map((x) => x.id)
       : state.data.pairs.flatMap((p) => [p.a.id, p.b.id]));
@@ -80,12 +90,12 @@
       const pairs = state.data.pairs;
       $("anomaly-note").textContent = pairs.length ? `${pairs.length} pair(s); pairs across groups first, then by distance. Selecting an image marks it wherever it appears.`
         : "No duplicates found.";
-      const lens = pairs.flatMap((p) => [p.a, p.b].map((x) => ({ url: x.url, caption: `pair ${p.pair} · ${x.group} · distance ${p.distance}` })));
+      const lens = pairs.map((p) => ({ url: p.a.url, url2: p.b.url, caption: `pair ${p.pair} · ${p.a.group} / ${p.b.group} · ${why(p)}` }));
       list.replaceChildren(...pairs.map((p, k) => el("div", { class: `pair ${p.cross_group ? "cross" : ""}` },
         el("div", { class: "pair-cap" }, el("b", { text: `pair ${p.pair}` }), el("br"), el("span", { text: `distance ${p.distance.toFixed(4)}` }), el("br"),
-          el("span", { class: "muted", text: p.layers.join(", ") })),
-        ...[p.a, p.b].map((x, j) => CV.tile(x, { label: `${x.group}${x.status === "new" ? " (new)" : ""}`, selected: state.selected.has(x.id),
-          onSelect: () => toggle(x.id), onOpen: () => Lens.open(lens, 2 * k + j) })))));
+          el("span", { class: "muted", text: p.layers.join(", ") }), el("br"), el("span", { class: "pair-why muted", text: why(p) })),
+        ...[p.a, p.b].map((x) => CV.tile(x, { label: `${x.group}${x.status === "new" ? " (new)" : ""}`, selected: state.selected.has(x.id),
+          onSelect: () => toggle(x.id), onOpen: () => Lens.open(lens, k) })))));
     }
     updateButtons();
   }

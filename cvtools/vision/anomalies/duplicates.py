@@ -1,23 +1,63 @@
 """Duplicates: candidate pairs from cheap layers that scale (identical bytes, perceptual hashes, blocked
-embedding neighbours), each judged before it is listed."""
+embedding neighbours), each judged by local-feature geometry (geometry.py) before it is listed."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import numpy as np
-from PIL import Image
 
 from ... import imaging
 from ...schemas import DuplicatePair, ImageRef
+from . import geometry
 
 BLOCK = 1024  # rows per block in the all-pairs search: memory is BLOCK x N floats, never N x N
-PHASH_CONFIRM = 1.5
-# Differing bits of 1024 between the drawn parts of two images (imaging.content_signature), from
-# openclipart pairs (anomaly_bench): copies 0-41, different drawings on the same template 20-170,
-# mirror images and small objects on the same empty canvas 150-433 (a copy cropped into its drawing: 206).
-# None (a tiny or blank drawing) keeps the pair: the check only removes.
-CONTENT_SAME_BITS = 45
-CONTENT_DIFFERENT_BITS = 240
-CONTENT_ASPECT = 0.2  # |log| of the aspect-ratio quotient beyond which the drawn parts differ
+NEIGHBOURS = 10  # the nearest embeddings of an image that are compared with it in detail
+
+
+class FeatureStore:
+    """Keypoints per image content (sha256) and verifier version: a changed file has another sha256,
+    so its features are computed anew; nothing is computed twice."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the last writes costs recomputation
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS feat (sha TEXT, version TEXT, blob BLOB, PRIMARY KEY (sha, version))"
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def get(self, sha: str) -> geometry.Features | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT blob FROM feat WHERE sha = ? AND version = ?", (sha, geometry.VERSION)
+            ).fetchone()
+        return geometry.Features.from_bytes(row[0]) if row else None
+
+    def put(self, sha: str, features: geometry.Features) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO feat VALUES (?, ?, ?)", (sha, geometry.VERSION, features.to_bytes())
+            )
+
+
+@dataclass
+class Candidate:
+    i: int
+    j: int
+    layers: list[str] = field(default_factory=list)
+    distance: float = 1.0  # cosine distance of the embeddings
 
 
 def exact_pairs(shas: list[str]) -> list[tuple[int, int]]:
@@ -44,101 +84,134 @@ def phash_pairs(hashes: list[str | None], max_bits: int) -> list[tuple[int, int,
     return out
 
 
-def embedding_pairs(vectors: np.ndarray, max_distance: float, *, project_to: int = 256) -> list[tuple[int, int, float]]:
-    """(i, j, cosine distance) within max_distance. Blocked; for large sets a PCA projection finds
-    candidates (with a safety margin) and every candidate is re-checked at full dimension."""
+def unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def embedding_pairs(
+    vectors: np.ndarray, max_distance: float, *, neighbours: int = NEIGHBOURS, project_to: int = 256
+) -> list[tuple[int, int, float]]:
+    """(i, j, cosine distance) within max_distance, each image with at most `neighbours` nearest others
+    (a family of look-alikes, such as sprites of one style, would otherwise propose every pair of its
+    members). Blocked; for large sets a PCA projection finds candidates (with a safety margin) and every
+    candidate is re-checked at full dimension."""
     n = len(vectors)
     if n < 2:
         return []
     x = unit(vectors)
     search, margin = x, 0.0
     if n > 4000 and x.shape[1] > project_to:
-        rng = np.random.default_rng(0)
-        sample = x[rng.choice(n, size=min(n, 4000), replace=False)]
+        sample = x[np.random.default_rng(0).choice(n, size=min(n, 4000), replace=False)]
         mean = sample.mean(0)
         _, _, vt = np.linalg.svd(sample - mean, full_matrices=False)
         # Distances are kept in the projected space with the full norm, so the cut stays comparable.
-        search = unit((x - mean) @ vt[:project_to].T)
-        margin = 0.05
-    cut = 1.0 - (max_distance + margin)
-    out: list[tuple[int, int, float]] = []
+        search, margin = unit((x - mean) @ vt[:project_to].T), 0.05
+    cut, k = 1.0 - (max_distance + margin), min(neighbours + 1, n)
+    out: dict[tuple[int, int], float] = {}
     for start in range(0, n, BLOCK):
-        sims = search[start : start + BLOCK] @ search[start:].T
-        ii, jj = np.nonzero(sims >= cut)
-        keep = jj > ii
-        for a, b in zip(ii[keep], jj[keep], strict=True):
-            i, j = start + int(a), start + int(b)
-            d = float(1.0 - x[i] @ x[j])
-            if d <= max_distance:
-                out.append((i, j, max(0.0, d)))
-    return out
+        sims = search[start : start + BLOCK] @ search.T
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        for a, row in enumerate(top):
+            i = start + a
+            for j in (int(j) for j in row if j != i and sims[a, j] >= cut):
+                if (d := float(1.0 - x[i] @ x[j])) <= max_distance:
+                    out[(min(i, j), max(i, j))] = max(0.0, d)
+    return [(i, j, d) for (i, j), d in out.items()]
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-class DrawnParts:
-    """Compares the drawn parts of two images (imaging.content_signature), computed once per image."""
-
-    def __init__(self, refs: list[ImageRef], max_pixels: int) -> None:
-        self.refs, self.max_pixels = refs, max_pixels
-        self._cache: dict[int, tuple[np.ndarray, float] | None] = {}
-
-    def _signature(self, k: int) -> tuple[np.ndarray, float] | None:
-        if k not in self._cache:
-            try:
-                img = imaging.load_rgb(self.refs[k].path, max_pixels=self.max_pixels, min_side=512)
-                self._cache[k] = imaging.content_signature(img)
-            except (OSError, ValueError, Image.DecompressionBombError):
-                self._cache[k] = None
-        return self._cache[k]
-
-    def bits(self, i: int, j: int) -> int | None:
-        """Differing bits of the two drawn parts; None when unknown."""
-        a, b = self._signature(i), self._signature(j)
-        if a is None or b is None:
-            return None
-        if abs(np.log(a[1] / b[1])) > CONTENT_ASPECT:
-            return len(a[0])
-        return int((a[0] != b[0]).sum())
-
-
-def find_duplicates(
-    refs: list[ImageRef], vecs: np.ndarray, *, max_distance: float, phash_bits: int, max_pixels: int
-) -> list[DuplicatePair]:
-    """Pairs across groups first, then by distance."""
-    found: dict[tuple[int, int], list[str]] = {}
+def candidates(refs: list[ImageRef], vecs: np.ndarray, *, max_distance: float, phash_bits: int) -> list[Candidate]:
+    """Every pair one of the cheap layers proposes, with the layers that did."""
+    found: dict[tuple[int, int], Candidate] = {}
 
     def add(i: int, j: int, layer: str) -> None:
-        found.setdefault((min(i, j), max(i, j)), []).append(layer)
+        found.setdefault((min(i, j), max(i, j)), Candidate(min(i, j), max(i, j))).layers.append(layer)
 
     for i, j in exact_pairs([r.sha256 for r in refs]):
         add(i, j, "identical")
-    u = unit(vecs)
-    drawn = DrawnParts(refs, max_pixels)
-    # A hash match alone is weak on plain drawings (white backgrounds hash alike): the embeddings must
-    # agree too, within PHASH_CONFIRM times the duplicate distance, and then the drawn parts as well.
     for i, j, _ in phash_pairs([r.phash for r in refs], phash_bits):
-        d = 1.0 - float(u[i] @ u[j])
-        bits = drawn.bits(i, j) if max_distance < d <= PHASH_CONFIRM * max_distance else None
-        if d <= max_distance or (d <= PHASH_CONFIRM * max_distance and (bits is None or bits <= CONTENT_SAME_BITS)):
-            add(i, j, "perceptual hash")
+        add(i, j, "perceptual hash")
     for i, j, _ in embedding_pairs(vecs, max_distance):
-        # Close embeddings of drawings that differ (mirror images, small objects on the same empty canvas)
-        # are left out when the drawn parts disagree strongly.
-        bits = drawn.bits(i, j) if (i, j) not in found else None
-        if bits is None or bits <= CONTENT_DIFFERENT_BITS:
-            add(i, j, "embedding")
-    pairs = [_pair(refs, u, i, j, layers) for (i, j), layers in found.items()]
+        add(i, j, "embedding")
+    u = unit(vecs)
+    for c in found.values():
+        c.distance = 0.0 if "identical" in c.layers else max(0.0, float(1.0 - u[c.i] @ u[c.j]))
+    return list(found.values())
+
+
+class Features:
+    """The features of the images taken part in candidate pairs: from the store, or computed (two
+    threads: decoding and OpenCV both leave the interpreter lock)."""
+
+    def __init__(self, store: FeatureStore | None, max_pixels: int) -> None:
+        self.store, self.max_pixels = store, max_pixels
+        self.skipped: list[dict[str, str]] = []
+
+    def load(self, refs: list[ImageRef], which: set[int]) -> dict[int, geometry.Features]:
+        out: dict[int, geometry.Features] = {}
+        todo = []
+        for k in sorted(which):
+            cached = self.store.get(refs[k].sha256) if self.store else None
+            if cached is not None:
+                out[k] = cached
+            else:
+                todo.append(k)
+        with ThreadPoolExecutor(2, thread_name_prefix="keypoints") as pool:
+            for k, got in zip(todo, pool.map(lambda k: self._compute(refs[k]), todo), strict=True):
+                if isinstance(got, str):
+                    self.skipped.append({"name": f"{refs[k].group}/{refs[k].filename}", "reason": got})
+                else:
+                    out[k] = got
+        return out
+
+    def _compute(self, ref: ImageRef) -> geometry.Features | str:
+        try:
+            f = geometry.extract(ref.path, max_pixels=self.max_pixels)
+        except (imaging.ImageRejected, OSError) as exc:
+            return f"unreadable ({exc})"
+        if self.store:
+            self.store.put(ref.sha256, f)
+        return f
+
+
+def find_duplicates(
+    refs: list[ImageRef],
+    vecs: np.ndarray,
+    *,
+    max_distance: float,
+    phash_bits: int,
+    features: Features,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[DuplicatePair]:
+    """The verified pairs, across groups first, then by distance. Identical bytes need no check."""
+    cands = candidates(refs, vecs, max_distance=max_distance, phash_bits=phash_bits)
+    loaded = features.load(refs, {k for c in cands if "identical" not in c.layers for k in (c.i, c.j)})
+    pairs = []
+    for n, (c, verdict) in enumerate(_judged(cands, loaded)):
+        if progress and n % 200 == 0:
+            progress(n, len(cands))
+        if verdict is None or verdict.same:
+            a, b = refs[c.i], refs[c.j]
+            detail = {"layers": c.layers, **(verdict.to_json() if verdict else {"same": True, "method": "bytes"})}
+            pairs.append(DuplicatePair(a, b, round(c.distance, 6), c.layers, a.group != b.group, verdict=detail))
     pairs.sort(key=lambda x: (not x.cross_group, x.distance))
-    for n, pair in enumerate(pairs, 1):
-        pair.pair = n
+    for k, pair in enumerate(pairs, 1):
+        pair.pair = k
     return pairs
 
 
-def _pair(refs: list[ImageRef], u: np.ndarray, i: int, j: int, layers: list[str]) -> DuplicatePair:
-    a, b = refs[i], refs[j]
-    dist = 0.0 if "identical" in layers else max(0.0, float(1.0 - u[i] @ u[j]))
-    return DuplicatePair(a, b, round(dist, 6), layers, a.group != b.group)
+def _judged(
+    cands: list[Candidate], loaded: dict[int, geometry.Features]
+) -> Iterator[tuple[Candidate, geometry.Verdict | None]]:
+    """Each candidate with its verdict (None: identical bytes), two at a time: OpenCV leaves the
+    interpreter lock. A candidate with an unreadable image is left out."""
+
+    def judge(c: Candidate) -> geometry.Verdict | None:
+        return None if "identical" in c.layers else geometry.verify(loaded[c.i], loaded[c.j])
+
+    usable = [c for c in cands if "identical" in c.layers or (c.i in loaded and c.j in loaded)]
+    pool = ThreadPoolExecutor(2, thread_name_prefix="verify")
+    try:
+        yield from zip(usable, pool.map(judge, usable), strict=True)
+    finally:  # a cancelled job stops here: the pairs not yet judged are dropped, not waited for
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -23,6 +23,10 @@ class AnomalyService(VisionService):
         self.version = 0  # bumped by every dataset change
         self._cache: dict[tuple[AnomalyKind, AnomalyMethod], tuple[tuple[Any, ...], dict[str, Any]]] = {}
         self._lock = threading.Lock()
+        self.features = duplicates.FeatureStore(ctx.settings.state_dir / "features.sqlite")
+
+    def close(self) -> None:
+        self.features.close()
 
     def on_dataset_change(self, event: dict[str, Any]) -> None:
         with self._lock:
@@ -88,13 +92,19 @@ class AnomalyService(VisionService):
     def _duplicates(self, job: Job | None) -> dict[str, Any]:
         refs = self.dataset.with_status(ImageStatus.GROUP) + self.dataset.with_status(ImageStatus.NEW)
         if len(refs) < 2:
-            return {"pairs": [], "checked": len(refs)}
+            return {"pairs": [], "checked": len(refs), "skipped": []}
         refs, (vecs,) = self._views(job)(refs, [0])
         s = self.settings
+        features = duplicates.Features(self.features, s.max_image_pixels)
         pairs = duplicates.find_duplicates(
-            refs, vecs, max_distance=s.max_equal_distance, phash_bits=s.phash_max_bits, max_pixels=s.max_image_pixels
+            refs,
+            vecs,
+            max_distance=s.max_equal_distance,
+            phash_bits=s.phash_max_bits,
+            features=features,
+            progress=(lambda d, t: job.progress(d, t, f"Checking pair {d} of {t}")) if job else None,
         )
-        return {"pairs": pairs, "checked": len(refs)}
+        return {"pairs": pairs, "checked": len(refs), "skipped": features.skipped}
 
 
 def _count(result: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,82 @@
+"""Pixel comparisons of two drawn parts on their thumbnails (geometry.py places them): correlation
+and the share of the worst part that differs, once aligned, refined by OpenCV's ECC."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+BLOCKS = 4  # the differing share is that of the worst of BLOCKS x BLOCKS parts
+DIFF_SIGMA = 1.0  # a pixel differs when the normalised grey levels differ by more than this
+
+
+def ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    a, b = a.astype(np.float32), b.astype(np.float32)
+    if mask is not None:
+        a, b = a[mask], b[mask]
+    a, b = a - a.mean(), b - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 1e-6 else 0.0
+
+
+def compare(
+    a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], warp: np.ndarray | None, native: int
+) -> tuple[float, float]:
+    """(correlation, differing share of the worst part) of b moved onto a, over the area both drawn
+    parts cover: `warp` maps a's thumbnail coordinates to b's (None: from the identity), refined by
+    ECC (an affine motion that does not reflect) on thumbnails of half the size. Both are blurred to
+    the sharpness of the smaller image (`native` pixels): a 50-pixel copy is not a different picture
+    for being blurred. a and b: (thumbnail, 0/1 mask of its drawn part)."""
+    (fa, ma), (fb, mb) = ((t.astype(np.float32), m) for t, m in (a, b))
+    sigma = 0.6 * fa.shape[0] / max(1, native)
+    if sigma > 0.5:
+        fa, fb = cv2.GaussianBlur(fa, (0, 0), sigma), cv2.GaussianBlur(fb, (0, 0), sigma)
+    start = np.eye(2, 3, dtype=np.float32) if warp is None else warp.astype(np.float32)
+    best = _score(fa, fb, start, ma, mb)
+    refined = _ecc(fa, fb, start)
+    if refined is not None:  # ECC may also walk away from a good start: the better of the two counts
+        best = max(best, _score(fa, fb, refined, ma, mb))
+    return best
+
+
+def _ecc(fa: np.ndarray, fb: np.ndarray, start: np.ndarray) -> np.ndarray | None:
+    half = [cv2.resize(x, (x.shape[1] // 2, x.shape[0] // 2), interpolation=cv2.INTER_AREA) for x in (fa, fb)]
+    w = start.copy()
+    w[:, 2] /= 2
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 1e-4)
+    try:
+        _, w = cv2.findTransformECC(half[0], half[1], w, cv2.MOTION_AFFINE, criteria, None, 3)
+    except cv2.error:  # no convergence
+        return None
+    if np.linalg.det(w[:, :2]) <= 0.25:  # a reflection or a collapse is no alignment
+        return None
+    w[:, 2] *= 2
+    return w
+
+
+def _score(fa: np.ndarray, fb: np.ndarray, w: np.ndarray, ma: np.ndarray, mb: np.ndarray) -> tuple[float, float]:
+    size = (fa.shape[1], fa.shape[0])
+    moved = cv2.warpAffine(fb, w, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    covered = cv2.warpAffine(mb, w, size, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+    inside = (covered > 0.5) & (ma > 0.5)
+    if inside.sum() < 0.3 * (ma > 0.5).sum():
+        return 0.0, 1.0
+    return ncc(fa, moved, inside), _worst_part(fa, moved, inside)
+
+
+def _worst_part(a: np.ndarray, b: np.ndarray, inside: np.ndarray) -> float:
+    """The largest share of differing pixels in any of the BLOCKS x BLOCKS parts (grey levels
+    normalised over the common area): a different drawing on a shared template differs strongly in
+    its part of the picture, a recompressed copy a little everywhere."""
+    za = (a - a[inside].mean()) / (a[inside].std() + 1e-3)
+    zb = (b - b[inside].mean()) / (b[inside].std() + 1e-3)
+    differs = (np.abs(za - zb) > DIFF_SIGMA) & inside
+    h, w = a.shape
+    worst = 0.0
+    for y in range(BLOCKS):
+        for x in range(BLOCKS):
+            part = (slice(y * h // BLOCKS, (y + 1) * h // BLOCKS), slice(x * w // BLOCKS, (x + 1) * w // BLOCKS))
+            n = inside[part].sum()
+            if n >= 0.5 * inside[part].size:
+                worst = max(worst, float(differs[part].sum()) / float(n))
+    return worst

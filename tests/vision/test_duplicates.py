@@ -1,0 +1,155 @@
+"""Duplicates judged by local-feature geometry: copies made the way people make them are accepted,
+mirror images and different drawings on one template are not; features are cached per image content;
+an unreadable file is skipped with its reason, never a failed job."""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+
+from cvtools.settings import Settings
+from cvtools.vision.anomalies import duplicates, geometry
+from cvtools.web import create_app
+
+from ..conftest import wait_jobs
+from ..helpers import TestClient, class_image
+
+
+def drawing(seed: int, size: tuple[int, int] = (420, 320)) -> Image.Image:
+    """An asymmetric drawing: shapes, lines and text at seeded places on white."""
+    rnd = random.Random(seed)
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+    for _ in range(14):
+        x, y = rnd.randint(10, size[0] - 80), rnd.randint(10, size[1] - 80)
+        w, h = rnd.randint(15, 70), rnd.randint(15, 70)
+        colour = tuple(rnd.randint(0, 200) for _ in range(3))
+        kind = rnd.choice(["rect", "ellipse", "line", "poly"])
+        if kind == "rect":
+            d.rectangle((x, y, x + w, y + h), outline=colour, width=3)
+        elif kind == "ellipse":
+            d.ellipse((x, y, x + w, y + h), fill=colour)
+        elif kind == "line":
+            d.line((x, y, x + w, y + h), fill=colour, width=4)
+        else:
+            d.polygon([(x, y), (x + w, y + h // 3), (x + w // 3, y + h)], fill=colour)
+    d.text((rnd.randint(10, 200), rnd.randint(10, 250)), f"label {seed}", fill="black")
+    return img
+
+
+def jpeg(img: Image.Image, quality: int = 60) -> Image.Image:
+    out = io.BytesIO()
+    img.convert("RGB").save(out, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(out.getvalue())).convert("RGB")
+
+
+def verdict(a: Image.Image, b: Image.Image) -> geometry.Verdict:
+    return geometry.verify(geometry.of_image(a), geometry.of_image(b))
+
+
+EDITS = {
+    "crop, rescale, JPEG": lambda im: jpeg(im.crop((20, 12, 400, 300)).resize((228, 173)), 55),
+    "border and WebP-like recompression": lambda im: jpeg(ImageOps.expand(im, border=30, fill="black"), 40),
+    "rotation by 7 degrees": lambda im: im.rotate(7, expand=True, fillcolor="white", resample=Image.Resampling.BICUBIC),
+    "grey and darker": lambda im: ImageEnhance.Brightness(im.convert("L").convert("RGB")).enhance(0.85),
+    "text overlay": lambda im: _with_text(im),
+}
+
+
+def _with_text(im: Image.Image) -> Image.Image:
+    im = im.copy()
+    ImageDraw.Draw(im).text((300, 290), "(c) 2026", fill="red")
+    return im
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_edited_copies_are_the_same_picture(edit: str) -> None:
+    for seed in (1, 2):
+        original = drawing(seed)
+        v = verdict(original, EDITS[edit](original))
+        assert v.same, (edit, seed, v.reason, v.measure)
+
+
+def test_mirror_images_and_shared_templates_are_not() -> None:
+    for seed in (3, 4):
+        original = drawing(seed)
+        v = verdict(original, ImageOps.mirror(original))
+        assert not v.same, (seed, v.reason)
+    template = Image.new("RGB", (800, 600), (250, 248, 240))
+    d = ImageDraw.Draw(template)
+    d.rectangle((20, 20, 779, 579), outline=(40, 60, 120), width=8)
+    d.rectangle((40, 40, 759, 110), fill=(40, 60, 120))
+    cards = []
+    for seed in (5, 6):
+        card = template.copy()
+        card.paste(drawing(seed, (380, 300)), (210, 180))
+        cards.append(card)
+    v = verdict(*cards)
+    assert not v.same and "differs" in v.reason, (v.reason, v.measure)
+    assert not verdict(drawing(7), drawing(8)).same
+
+
+def test_plain_images_use_the_pixel_rule() -> None:
+    plain = Image.new("RGB", (200, 200), "white")
+    ImageDraw.Draw(plain).ellipse((40, 60, 160, 140), fill=(30, 90, 200))
+    copy = jpeg(plain.resize((120, 120)), 70)
+    v = verdict(plain, copy)
+    assert v.same and v.method == "pixels", (v.reason, v.measure)
+    other = Image.new("RGB", (200, 200), "white")
+    ImageDraw.Draw(other).rectangle((20, 20, 90, 180), fill=(200, 40, 40))
+    assert not verdict(plain, other).same
+
+
+def test_features_are_cached_per_content(tmp_path: Path) -> None:
+    store = duplicates.FeatureStore(tmp_path / "features.sqlite")
+    f = geometry.of_image(drawing(9))
+    store.put("sha-a", f)
+    again = store.get("sha-a")
+    assert again is not None and np.array_equal(again.descriptors, f.descriptors) and again.size == f.size
+    assert store.get("sha-b") is None  # another content (a changed file) is computed anew
+    store.close()
+
+
+def test_duplicate_pass_in_the_app_with_an_unreadable_file(tiny_settings: Settings, dataset_dir: Path) -> None:
+    """Copies listed with why (layers, method, inliers or correlation); a file that vanished is skipped
+    with its reason, and the job is done, not failed."""
+    with TestClient(create_app(tiny_settings)) as c:
+        wait_jobs(c)
+        for g in ("a", "b"):
+            c.post("/api/groups", json={"name": g})
+        originals = [drawing(10 + k) for k in range(4)]
+        files = [("files", (f"d{k}.png", _png(im), "image/png")) for k, im in enumerate(originals)]
+        files += [
+            ("files", ("r.png", class_image("red", 1), "image/png")),
+            ("files", ("g.png", class_image("green", 1), "image/png")),
+        ]
+        ids = [x["id"] for x in c.post("/api/groups/a/images", files=files).json()["added"]]
+        copy = EDITS["crop, rescale, JPEG"](originals[0])
+        copy_id = c.post("/api/groups/b/images", files=[("files", ("copy.jpg", _png(copy), "image/png"))]).json()[
+            "added"
+        ][0]["id"]
+        c.post("/api/groups/b/images", files=[("files", ("x.png", class_image("blue", 2), "image/png"))])
+        run = c.post("/api/train", json={"mode": "head", "params": {"epochs": 2}}).json()["run"]
+        wait_jobs(c, 120)
+        assert c.post("/api/models/promote", json={"run": run, "build_index": False}).status_code == 200
+        Path(c.get(f"/api/images/{ids[3]}").json()["path"]).unlink()  # vanished behind the app's back
+        job = c.post("/api/anomalies?type=duplicates").json()["job"]
+        wait_jobs(c, 120)
+        done = c.get(f"/api/jobs/{job}").json()
+        assert done["state"] == "done", done
+        result = c.get("/api/anomalies?type=duplicates").json()
+        pair = next(p for p in result["pairs"] if {p["a"]["id"], p["b"]["id"]} == {ids[0], copy_id})
+        assert pair["cross_group"] and pair["verdict"]["same"] and pair["verdict"]["method"] in ("keypoints", "pixels")
+        assert "layers" in pair["verdict"] and pair["layers"]
+        assert all({p["a"]["id"], p["b"]["id"]} != {ids[1], ids[2]} for p in result["pairs"])
+
+
+def _png(img: Image.Image) -> bytes:
+    out = io.BytesIO()
+    img.save(out, "PNG")
+    return out.getvalue()
