@@ -1,4 +1,6 @@
-"""Command line: python -m cvtools classify <folder or files...> --out results.csv"""
+"""Command line:
+python -m cvtools classify <folder or files...> --out results.csv
+python -m cvtools import-original <classes.dat> [--web-dir <its web folder>]"""
 
 from __future__ import annotations
 
@@ -90,6 +92,34 @@ def write_csv(results: list[dict[str, Any]], out: Path) -> None:
             )
 
 
+def import_original(settings: Any, classes: Path, web_dir: Path | None) -> int:
+    """The statuses of the original CV Tools' classes.dat, brought into the dataset (the app stopped)."""
+    from . import migrate
+    from .dataset import Dataset
+    from .errors import CVError
+
+    try:
+        data = classes.read_bytes()
+    except OSError as exc:
+        print(f"cvtools: cannot read {classes}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    dataset = Dataset(settings.dataset_dir, max_image_pixels=settings.max_image_pixels)
+    try:
+        dataset.rescan()  # images copied into the folders since the app last ran are known first
+        report = migrate.import_original(dataset, data, web_dir)
+    except CVError as exc:
+        print(f"cvtools: {exc.detail}", file=sys.stderr)
+        return 2
+    finally:
+        dataset.close()
+    r = report.to_json()
+    print(f"added {r['added']}, changed {r['changed']}, unchanged {r['unchanged']}")
+    print(f"groups created: {', '.join(r['groups_created']) or 'none'}")
+    for s in r["skipped"]:
+        print(f"skipped {s['path']}: {s['reason']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cvtools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--out", default="results.csv")
     c.add_argument("--dataset", help="dataset folder (default from config.py)")
     c.add_argument("--config", help="another config.py")
+    m = sub.add_parser("import-original", help="bring the statuses of the original CV Tools (classes.dat)")
+    m.add_argument("classes", help="the original's classes.dat")
+    m.add_argument("--web-dir", help="the original's web folder (grabbed New images), where it is now")
+    m.add_argument("--dataset", help="dataset folder (default from config.py)")
+    m.add_argument("--config", help="another config.py")
     args = parser.parse_args(argv)
 
     from .errors import CVError
@@ -109,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"cvtools: {exc}", file=sys.stderr)
         return 2
+    if args.command == "import-original":
+        return import_original(settings, Path(args.classes), Path(args.web_dir) if args.web_dir else None)
     files = collect(args.targets)
     if not files:
         print("cvtools: no images found", file=sys.stderr)

@@ -138,6 +138,9 @@ class Dataset:
     ) -> tuple[int, list[ImageRef]]:
         return self.images.page(group, status, offset, limit)
 
+    def ids_in(self, group: str, status: str = "group") -> list[str]:
+        return self.images.ids_in(group, status)
+
     def memberships(self, refs: list[ImageRef]) -> dict[str, list[str]]:
         return self.images.memberships(refs)
 

@@ -120,6 +120,9 @@ class Catalog:
             (group, status, limit, offset),
         )
 
+    def ids_in(self, group: str, status: str) -> list[str]:
+        return [r["id"] for r in self._all("SELECT id FROM images WHERE grp = ? AND status = ?", (group, status))]
+
     def count(self, group: str, status: str) -> int:
         row = self._one("SELECT count(*) AS n FROM images WHERE grp = ? AND status = ?", (group, status))
         return int(row["n"]) if row else 0

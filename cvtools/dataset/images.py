@@ -49,6 +49,13 @@ class Images:
         rows = self.s.catalog.page(group, status, offset, limit)
         return self.s.catalog.count(group, status), [self.s.layout.ref(r) for r in rows]
 
+    def ids_in(self, group: str, status: str) -> list[str]:
+        """Every image of a group's status (a selection wider than one page)."""
+        group, status = validate_group_path(group), _status(status)
+        if status != ImageStatus.DELETED:
+            self.s.require_group(group)
+        return self.s.catalog.ids_in(group, status)
+
     def memberships(self, refs: list[ImageRef]) -> dict[str, list[str]]:
         """Multi-label datasets: sha256 -> every group the image is a Group member of."""
         return self.s.catalog.memberships([r.sha256 for r in refs])

@@ -48,7 +48,8 @@ _SUFFIX = re.compile(r"^(?P<target>.+):(?P<n>[^:/\\]*)$")
 
 
 def parse_cv_query(raw: str) -> tuple[str, int | None]:
-    """'<path or URL>[:n]' -> (target, n). Ports, drive letters and colons inside paths are kept."""
+    """'<path or URL>[:n]' -> (target, n); n = 0 or none: every group, as the original answered.
+    Ports, drive letters and colons inside paths are kept."""
     text = unquote(raw)
     if not text:
         raise BadInput("give an image path or URL: /cv?<path or URL>[:n]")
@@ -58,11 +59,9 @@ def parse_cv_query(raw: str) -> tuple[str, int | None]:
     suffix = m["n"]
     if suffix.isdigit() and not re.match(r"^https?://[^/]*$", m["target"]):
         n = int(suffix)
-        if n < 1:
-            raise BadInput("the number after the last ':' must be a positive whole number")
-        return m["target"], n
+        return m["target"], n or None
     if re.fullmatch(r"[+-]?\d+(\.\d*)?|", suffix) or (suffix and not re.search(r"[.\s]", suffix) and len(suffix) <= 12):
-        raise BadInput(f"the part after the last ':' ({suffix!r}) must be a positive whole number")
+        raise BadInput(f"the part after the last ':' ({suffix!r}) must be a whole number (0: every group)")
     return text, None  # a colon inside a file name, e.g. /data/a:b.jpg
 
 
@@ -78,7 +77,7 @@ def cv_get(request: Request) -> JSONResponse:
 
 
 @router.post("/cv", responses=CV_LIST, response_class=JSONResponse, openapi_extra=CV_BODY)
-async def cv_post(request: Request, n: Annotated[int | None, Query(ge=1, le=100000)] = None) -> JSONResponse:
+async def cv_post(request: Request, n: Annotated[int | None, Query(ge=0, le=100000)] = None) -> JSONResponse:
     """An image body (raw bytes, or multipart field `file`) -> the same list as `GET /cv`."""
     sv = get_services(request)
     if request.headers.get("content-type", "").startswith("multipart/form-data"):

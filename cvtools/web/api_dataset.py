@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from .. import migrate
 from ..dataset import Incoming
 from ..errors import BadInput
 from ..schemas import ImageStatus, LabelMode
@@ -20,6 +22,7 @@ from .responses import (
     GroupsOut,
     ImageOut,
     ImagesPage,
+    JobStarted,
     LabelModeOut,
     MovedOut,
     NameOut,
@@ -55,13 +58,30 @@ class LabelModeBody(BaseModel):
     label_mode: LabelMode
 
 
-class StatusChange(BaseModel):
-    ids: list[str]
+class Every(BaseModel):
+    """Every image of a group's status, except some: a selection wider than the loaded tiles."""
+
+    group: str
+    status: ImageStatus
+    except_ids: list[str] = Field(default=[], alias="except")
+
+
+class Selection(BaseModel):
+    ids: list[str] = []
+    every: Every | None = None
+
+    def resolve(self, sv: Any) -> list[str]:
+        if self.every is None:
+            return self.ids
+        skip = set(self.every.except_ids)
+        return [i for i in sv.dataset.ids_in(self.every.group, self.every.status) if i not in skip]
+
+
+class StatusChange(Selection):
     status: ImageStatus
 
 
-class MoveRequest(BaseModel):
-    ids: list[str]
+class MoveRequest(Selection):
     group: str
 
 
@@ -171,20 +191,36 @@ def _build_thumbs(sv: Any, ids: list[str], job: Any) -> dict[str, int]:
     return {"thumbnails": made}
 
 
+@router.post("/api/import-original", responses=ERRORS, status_code=202, response_model=JobStarted)
+def import_original(
+    sv: ServicesDep,
+    file: Annotated[UploadFile, File(description="the original CV Tools' classes.dat")],
+    web_dir: Annotated[str, Form(description="the original's web folder, where it is now")] = "",
+) -> dict[str, str]:
+    """The original's statuses: refused (400, nothing changed) unless the file is its format; then a job."""
+    classes = migrate.read_classes(file.file.read(migrate.MAX_BYTES + 1))
+    folder = Path(web_dir).expanduser() if web_dir.strip() else None
+
+    def work(job: Any) -> dict[str, Any]:
+        return migrate.Importer(sv.dataset, folder).run(classes).to_json()
+
+    return {"job": sv.jobs.submit("import", work, message="Importing the original's statuses").id}
+
+
 @router.post("/api/images/status", responses=ERRORS, response_model=UpdatedOut)
 def set_status(body: StatusChange, sv: ServicesDep) -> dict[str, int]:
-    return {"updated": sv.dataset.set_status(body.ids, body.status)}
+    return {"updated": sv.dataset.set_status(body.resolve(sv), body.status)}
 
 
 @router.post("/api/images/move", responses=ERRORS, response_model=MovedOut)
 def move_images(body: MoveRequest, sv: ServicesDep) -> dict[str, int]:
-    return {"moved": sv.dataset.move(body.ids, body.group)}
+    return {"moved": sv.dataset.move(body.resolve(sv), body.group)}
 
 
 @router.post("/api/images/add", responses=ERRORS, response_model=AddedOut)
 def add_to_group(body: MoveRequest, sv: ServicesDep) -> dict[str, int]:
     """Multi-label mode: the images become Group members of one more group (409 in single mode)."""
-    return {"added": sv.dataset.add_to_group(body.ids, body.group)}
+    return {"added": sv.dataset.add_to_group(body.resolve(sv), body.group)}
 
 
 @router.get("/api/images/{image_id}", responses=ERRORS, response_model=ImageOut)

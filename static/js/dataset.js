@@ -11,7 +11,8 @@
     images: [],
     total: 0,
     loading: false,
-    selected: new Set(),
+    // The selection: explicit ids, or (all) every image of the group's status except `ids`, loaded or not.
+    sel: { all: false, ids: new Set() },
     generation: 0,
     labelMode: "single",
     moveKind: "move", // the group dialog moves, or (multi-label) adds a membership
@@ -62,9 +63,17 @@
     }
   }
 
+  const isSelected = (id) => state.sel.all !== state.sel.ids.has(id);
+  const selectedCount = () => (state.sel.all ? state.total - state.sel.ids.size : state.sel.ids.size);
+  function clearSelection() { state.sel = { all: false, ids: new Set() }; }
+  // What the server applies: the ids, or "every image of this group's status except these".
+  const selection = () => (state.sel.all
+    ? { every: { group: state.group, status: state.status, except: [...state.sel.ids] } }
+    : { ids: [...state.sel.ids] });
+
   function selectGroup(name) {
     state.group = name;
-    state.selected.clear();
+    clearSelection();
     history.replaceState(null, "", `#group=${encodeURIComponent(name)}&status=${state.status}`);
     renderTree();
     renderCounts();
@@ -74,7 +83,7 @@
   function setStatus(status) {
     state.status = status;
     document.querySelectorAll(".status-switch button").forEach((b) => b.classList.toggle("active", b.dataset.status === status));
-    state.selected.clear();
+    clearSelection();
     if (state.group) history.replaceState(null, "", `#group=${encodeURIComponent(state.group)}&status=${status}`);
     reloadImages();
   }
@@ -112,6 +121,7 @@
         frag.append(tile(img, state.images.length - 1));
       }
       grid.append(frag);
+      window.dispatchEvent(new Event("grid-rendered"));
       updateEmpty();
       updateSelectionInfo();
     } catch (e) {
@@ -133,18 +143,39 @@
     const chips = others.length
       ? [el("span", { class: "tile-chips" }, ...others.map((g) => el("span", { class: "chip", text: g, title: `Also in ${g}` })))]
       : [];
-    return CV.tile(img, { number: i + 1, selected: state.selected.has(img.id), extra: chips,
+    return CV.tile(img, { number: i + 1, selected: isSelected(img.id), extra: chips,
       onSelect: (node) => toggle(img.id, node), onOpen: () => openLens(img.id) });
   }
 
   function openLens(id) {
-    const list = state.images.map((im) => ({ url: im.url, caption: `${im.group} · ${im.filename} · ${im.width}×${im.height}` }));
-    Lens.open(list, state.images.findIndex((im) => im.id === id));
+    const list = state.images.map((im) => ({ id: im.id, url: im.url, caption: `${im.group} · ${im.filename} · ${im.width}×${im.height}` }));
+    Lens.open(list, state.images.findIndex((im) => im.id === id), lensKey);
+  }
+
+  // In the lens, a and d / Delete act on the image shown and go on to the next one (auto-advance).
+  let lensBusy = false;  // a key pressed again before the answer must not act on the same image twice
+  function lensKey(e, item) {
+    const status = e.key === "a" ? "group" : (e.key === "d" || e.key === "Delete") ? "deleted" : null;
+    if (!status || status === state.status) return false;
+    if (lensBusy) return true;
+    lensBusy = true;
+    act(status, [item.id]).then((ok) => { lensBusy = false; if (ok) Lens.advance(); });
+    return true;
+  }
+
+  // A status change of the given images (the keyboard's cursor image): true when it was made.
+  async function act(status, ids) {
+    try {
+      const r = await api("POST", "/api/images/status", { ids, status });
+      toast(`${r.updated} image(s) now ${status === "group" ? "in the group" : status}`);
+      await refresh();
+      return true;
+    } catch (e) { toast(e.message, "error"); return false; }
   }
 
   function toggle(id, node) {
-    if (state.selected.has(id)) state.selected.delete(id); else state.selected.add(id);
-    node.classList.toggle("selected", state.selected.has(id));
+    if (state.sel.ids.has(id)) state.sel.ids.delete(id); else state.sel.ids.add(id);
+    node.classList.toggle("selected", isSelected(id));
     updateSelectionInfo();
   }
 
@@ -155,48 +186,48 @@
   }
 
   function updateSelectionInfo() {
-    const n = state.selected.size;
+    const n = selectedCount();
     $("selection-info").textContent = state.total ? `${n} of ${state.total} selected` : "";
     for (const id of ["btn-to-group", "btn-delete-images", "btn-move", "btn-also"]) $(id).disabled = n === 0;
     $("btn-to-group").hidden = state.status === "group";
     $("btn-delete-images").hidden = state.status === "deleted";
-    $("btn-invert").disabled = state.images.length === 0;
+    for (const id of ["btn-invert", "btn-select-all"]) $(id).disabled = state.images.length === 0;
+    $("btn-select-none").disabled = n === 0;
     $("btn-upload").disabled = !state.group;
     $("btn-extend").disabled = !state.group;
   }
 
-  function invertSelection() {
-    for (const img of state.images) {
-      if (state.selected.has(img.id)) state.selected.delete(img.id); else state.selected.add(img.id);
-    }
-    document.querySelectorAll("#grid .tile").forEach((t) => t.classList.toggle("selected", state.selected.has(t.dataset.id)));
+  // Over every image of the status, loaded or not: the complement of "these" is "all but these".
+  function setSelection(change) {
+    change();
+    document.querySelectorAll("#grid .tile").forEach((t) => t.classList.toggle("selected", isSelected(t.dataset.id)));
     updateSelectionInfo();
   }
+  const invertSelection = () => setSelection(() => { state.sel.all = !state.sel.all; });
+  const selectAll = () => setSelection(() => { state.sel = { all: true, ids: new Set() }; });
 
   async function changeStatus(status) {
-    const ids = [...state.selected];
-    if (!ids.length) return;
+    if (!selectedCount()) return;
     try {
-      const r = await api("POST", "/api/images/status", { ids, status });
+      const r = await api("POST", "/api/images/status", { ...selection(), status });
       toast(`${r.updated} image(s) now ${status === "group" ? "in the group" : status}`);
-      state.selected.clear();
+      clearSelection();
       await refresh();
     } catch (e) { toast(e.message, "error"); }
   }
 
   async function moveSelected() {
-    const ids = [...state.selected];
     const target = $("dlg-move-target").value;
-    if (!ids.length || !target) return;
+    if (!selectedCount() || !target) return;
     try {
       if (state.moveKind === "also") {
-        const r = await api("POST", "/api/images/add", { ids, group: target });
+        const r = await api("POST", "/api/images/add", { ...selection(), group: target });
         toast(`${r.added} image(s) now also in ${target}`);
       } else {
-        const r = await api("POST", "/api/images/move", { ids, group: target });
+        const r = await api("POST", "/api/images/move", { ...selection(), group: target });
         toast(`${r.moved} image(s) moved to ${target}`);
       }
-      state.selected.clear();
+      clearSelection();
       await refresh();
     } catch (e) { toast(e.message, "error"); }
   }
@@ -311,6 +342,13 @@
     }
   }
 
+  // What the keyboard review (review.js) drives.
+  window.DatasetPage = {
+    state, isSelected, selectedCount, act, openLens, changeStatus,
+    toggleAt: (node) => toggle(node.dataset.id, node),
+    openMove: () => $("btn-move").click(),
+  };
+
   // ---- wiring --------------------------------------------------------------------------
   function wire() {
     document.querySelectorAll(".status-switch button").forEach((b) => b.addEventListener("click", () => setStatus(b.dataset.status)));
@@ -320,6 +358,9 @@
     $("dlg-delete-ok").addEventListener("click", (e) => { e.preventDefault(); $("dlg-delete-group").close(); deleteGroup(); });
     $("dlg-group-ok").addEventListener("click", submitGroupDialog);
     $("btn-invert").addEventListener("click", invertSelection);
+    $("btn-select-all").addEventListener("click", selectAll);
+    $("btn-keys").addEventListener("click", () => $("keys-help").showModal());
+    $("btn-select-none").addEventListener("click", () => setSelection(clearSelection));
     $("btn-to-group").addEventListener("click", () => changeStatus("group"));
     $("btn-delete-images").addEventListener("click", () => changeStatus("deleted"));
     const openMove = (kind) => {

@@ -108,3 +108,72 @@ def test_rename_and_delete_group_dialogs(page, live_server: LiveServer) -> None:
     page.click("#dlg-delete-ok")
     page.wait_for_selector("#no-groups:not([hidden])")
     assert httpx.get(live_server.url + "/api/groups").json()["groups"] == []
+
+
+def test_selection_covers_the_whole_section(page, live_server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    """Select all / invert act on every image of the section, not only the 200 tiles loaded: in a group
+    of 230, "everything but this one" deletes 229 and the count is right throughout."""
+    url = live_server.url
+    httpx.post(url + "/api/groups", json={"name": "many"})
+    files = [("files", (f"s{i}.png", shape_image("circle", i, size=40), "image/png")) for i in range(230)]
+    assert len(httpx.post(f"{url}/api/groups/many/images", files=files, timeout=120).json()["added"]) == 230
+    page.goto(url + "/#group=many&status=group")
+    page.wait_for_function("document.querySelectorAll('#grid .tile').length === 200")  # one page loaded
+    page.click("#btn-select-all")
+    expect(page.locator("#selection-info")).to_have_text("230 of 230 selected")
+    page.click("#grid .tile >> nth=0")
+    expect(page.locator("#selection-info")).to_have_text("229 of 230 selected")
+    page.click("#btn-invert")
+    expect(page.locator("#selection-info")).to_have_text("1 of 230 selected")
+    page.click("#btn-invert")
+    page.click("#btn-delete-images")
+    expect(page.locator('[data-count="deleted"]')).to_have_text("229")
+    expect(page.locator('[data-count="group"]')).to_have_text("1")
+    page.wait_for_function("document.querySelectorAll('#grid .tile').length === 1")
+    page.click("#btn-select-all")
+    expect(page.locator("#selection-info")).to_have_text("1 of 1 selected")
+    page.click("#btn-select-none")
+    expect(page.locator("#selection-info")).to_have_text("0 of 1 selected")
+
+
+def test_review_by_keyboard_alone(page, live_server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    """20 New images reviewed without the mouse: arrows and Space on the grid, a and d on the cursor's
+    image and on a selection, then the lens (Enter) with auto-advance until none is left."""
+    url = live_server.url
+    httpx.post(url + "/api/groups", json={"name": "kb"})
+    files = [("files", (f"k{i}.png", shape_image("square", 100 + i, size=48), "image/png")) for i in range(20)]
+    r = httpx.post(f"{url}/api/groups/kb/images", files=files, data={"status": "new"}, timeout=60)
+    assert len(r.json()["added"]) == 20
+    page.goto(url + "/#group=kb&status=new")
+    page.wait_for_function("document.querySelectorAll('#grid .tile').length === 20")
+    new = page.locator('[data-count="new"]')
+
+    page.keyboard.press("ArrowRight")  # the cursor appears on the first image
+    expect(page.locator("#grid .tile.cursor")).to_have_count(1)
+    page.keyboard.press("a")  # the cursor's image joins the group
+    expect(new).to_have_text("19")
+    tiles = "document.querySelectorAll('#grid .tile').length === {}"
+    page.wait_for_function(tiles.format(19))
+    page.keyboard.press("d")
+    expect(new).to_have_text("18")
+    page.wait_for_function(tiles.format(18))
+    page.keyboard.press("Space")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Space")
+    expect(page.locator("#selection-info")).to_have_text("2 of 18 selected")
+    page.keyboard.press("Delete")  # the selection, not the cursor
+    expect(new).to_have_text("16")
+    page.wait_for_function(tiles.format(16))
+
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#lens[open]")
+    for k in range(16):
+        expect(page.locator("#lens-caption")).to_contain_text(f"/ {16 - k} ")
+        page.keyboard.press("a" if k < 8 else "d")
+    page.wait_for_selector("#lens:not([open])", state="attached")  # none left: the lens closes
+    expect(new).to_have_text("0")
+    expect(page.locator('[data-count="group"]')).to_have_text("9")
+    expect(page.locator('[data-count="deleted"]')).to_have_text("11")
+    page.keyboard.press("?")
+    page.wait_for_selector("#keys-help[open]")

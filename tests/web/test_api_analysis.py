@@ -36,13 +36,14 @@ from ..helpers import TestClient, class_image
         ("/data/a:b.jpg", ("/data/a:b.jpg", None)),
         ("/data/a:b.jpg:7", ("/data/a:b.jpg", 7)),
         ("%2Fdata%2Fmy%20cat.jpg%3A1", ("/data/my cat.jpg", 1)),
+        ("/data/a.jpg:0", ("/data/a.jpg", None)),  # 0: every group, as the original answered
     ],
 )
 def test_cv_query_parsing(raw: str, expected: tuple[str, int | None]) -> None:
     assert parse_cv_query(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["", "/a.jpg:0", "/a.jpg:-2", "/a.jpg:abc", "/a.jpg:", "/a.jpg:2.5"])
+@pytest.mark.parametrize("raw", ["", "/a.jpg:-2", "/a.jpg:abc", "/a.jpg:", "/a.jpg:2.5"])
 def test_cv_query_bad_suffix(raw: str) -> None:
     from cvtools.errors import BadInput
 
@@ -97,7 +98,8 @@ def test_cv_local_paths(trained: TestClient, tiny_settings: Settings, outside: P
     assert ranked == sorted(ranked, key=lambda x: -x[1]) and abs(sum(p for _, p in ranked) - 1) < 1e-4
     top1 = cv(trained, img["path"] + ":1").json()
     assert len(top1) == 1 and top1[0][0] == "green"
-    assert cv(trained, img["path"] + ":0").status_code == 400
+    assert cv(trained, img["path"] + ":0").json() == ranked  # 0: every group
+    assert trained.post("/cv?n=0", content=Path(img["path"]).read_bytes()).json() == ranked
     assert cv(trained, img["path"] + ":x").status_code == 400
     # Outside public_dirs, traversal, symlink escape, file://, a folder, a missing file.
     assert cv(trained, str(outside / "secret.png")).status_code == 403
@@ -124,7 +126,8 @@ def test_cv_post_body_and_multipart(trained: TestClient) -> None:
     assert multi.json()[0][0] == "blue" and len(multi.json()) == 3
     assert trained.post("/cv", content=b"").status_code == 400
     assert trained.post("/cv", content=b"not an image").status_code == 415
-    assert trained.post("/cv?n=0", content=data).status_code == 422
+    assert len(trained.post("/cv?n=0", content=data).json()) == 3  # 0: every group
+    assert trained.post("/cv?n=-1", content=data).status_code == 422
     big = io.BytesIO()
     Image.new("RGB", (12000, 12000)).save(big, "PNG")
     assert trained.post("/cv", content=big.getvalue()).status_code == 413

@@ -108,6 +108,24 @@ def test_images_upload_list_status_move(client: TestClient) -> None:
     assert new["status"] == "new"
 
 
+def test_selection_of_a_whole_status_except_some(client: TestClient) -> None:
+    """`every` selects every image of a group's status, loaded by the page or not, except some ids."""
+    client.post("/api/groups", json={"name": "g"})
+    client.post("/api/groups", json={"name": "h"})
+    ids = [a["id"] for a in upload(client, "g", [(f"{i}.png", image_bytes(i)) for i in range(12)]).json()["added"]]
+    every = {"group": "g", "status": "group", "except": ids[:2]}
+    assert client.post("/api/images/status", json={"every": every, "status": "new"}).json() == {"updated": 10}
+    assert client.get("/api/groups/g/images").json()["total"] == 2
+    every = {"group": "g", "status": "new", "except": []}
+    assert client.post("/api/images/move", json={"every": every, "group": "h"}).json() == {"moved": 10}
+    assert client.get("/api/groups/h/images").json()["total"] == 10
+    bad = {"every": {"group": "nope", "status": "group"}, "status": "deleted"}
+    assert client.post("/api/images/status", json=bad).status_code == 404
+    bad = {"every": {"group": "g", "status": "maybe"}, "status": "deleted"}
+    assert client.post("/api/images/status", json=bad).status_code == 422
+    assert client.get("/api/groups/g/images").json()["total"] == 2  # nothing changed by the refused ones
+
+
 def test_upload_skips_with_reasons(client: TestClient, dataset_dir: Path) -> None:
     client.post("/api/groups", json={"name": "g"})
     upload(client, "g", [("a.png", image_bytes(1))])
