@@ -24,6 +24,27 @@ def start(dataset: Path) -> tuple[subprocess.Popen, str, float]:
     return start_server(dataset, {"CVTOOLS_PRELOAD_MODEL": "false"})
 
 
+def bulk_actions(c: httpx.Client, url: str, keep: list[str]) -> dict[str, float]:
+    """The Dataset page's "select all but three" over the whole group (loaded or not): delete, the undo
+    of it, then a move of all of them; each one request, timed to its answer (files moved)."""
+    httpx.post(url + "/api/groups", json={"name": "other"})
+    every = {"group": "big", "status": "group", "except": keep}
+    out = {}
+    t0 = time.perf_counter()
+    r = c.post(url + "/api/images/status", json={"every": every, "status": "deleted"})
+    out["delete_all_but_3_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    out["delete_all_but_3_images"] = r.json()["updated"]
+    t0 = time.perf_counter()
+    back = c.post(url + "/api/undo", json={"token": r.headers["X-CVTools-Undo"]})
+    out["undo_of_it_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    out["undo_of_it_images"] = back.json()["undone"]
+    t0 = time.perf_counter()
+    moved = c.post(url + "/api/images/move", json={"every": every, "group": "other"})
+    out["move_all_but_3_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    out["move_all_but_3_images"] = moved.json()["moved"]
+    return out
+
+
 def main() -> None:
     environment()
     ap = argparse.ArgumentParser()
@@ -61,6 +82,7 @@ def main() -> None:
         t0 = time.perf_counter()
         c.post(url + "/api/images/status", json={"ids": ids, "status": "new"}).raise_for_status()
         status_ms = (time.perf_counter() - t0) * 1000
+        bulk = bulk_actions(c, url, ids[:3])
     proc.terminate()
     proc.wait(10)
     proc, url, full_start = start(dataset)
@@ -81,6 +103,7 @@ def main() -> None:
                 "list_all_in_pages_of_1000_ms": round(all_ms, 1),
                 "listed": n,
                 "status_change_500_images_ms": round(status_ms, 1),
+                **bulk,
             },
             indent=2,
         )

@@ -26,6 +26,7 @@ from .names import safe_filename, validate_group_path, validate_leaf
 from .paths import STATE, Layout
 from .rescan import Rescan, save_orphans
 from .store import Store
+from .undo import Undo
 
 __all__ = ["STATE", "AddResult", "Dataset", "Incoming", "safe_filename", "validate_group_path", "validate_leaf"]
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class Dataset:
         self.groups = Groups(self.store)
         self.images = Images(self.store, self.groups)
         self.intake = Intake(self.store, self.groups)
+        self.undoer = Undo(self.store, self.groups, self.images)
         if self.catalog.meta("label_mode") is None:
             with self.catalog.transaction() as db:
                 sql.set_meta(db, "label_mode", LabelMode(label_mode).value, replace=False)
@@ -94,8 +96,8 @@ class Dataset:
     def create_group(self, name: str, parent: str | None = None) -> str:
         return self.groups.create(name, parent)
 
-    def rename_group(self, name: str, new_leaf: str) -> str:
-        return self.groups.rename(name, new_leaf)
+    def rename_group(self, name: str, new_leaf: str, undo: str | None = None) -> str:
+        return self.groups.rename(name, new_leaf, undo=undo)
 
     def delete_group(self, name: str) -> int:
         return self.groups.delete(name)
@@ -147,11 +149,15 @@ class Dataset:
     def with_status(self, status: ImageStatus | str = ImageStatus.GROUP) -> list[ImageRef]:
         return [self.layout.ref(r) for r in self.catalog.with_status(str(status))]
 
-    def set_status(self, ids: list[str], status: str) -> int:
-        return self.images.set_status(ids, status)
+    def set_status(self, ids: list[str], status: str, undo: str | None = None) -> int:
+        return self.images.set_status(ids, status, undo)
 
-    def move(self, ids: list[str], group: str) -> int:
-        return self.images.move(ids, group)
+    def move(self, ids: list[str], group: str, undo: str | None = None) -> int:
+        return self.images.move(ids, group, undo)
+
+    def undo(self, token: str) -> dict[str, Any]:
+        """Undo a change made with an undo token: {"undone": n[, "group": name]}; 409 with the reason."""
+        return self.undoer.apply(token)
 
     def add_to_group(self, ids: list[str], group: str) -> int:
         return self.images.add_to_group(ids, group)

@@ -14,7 +14,21 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA = (Path(__file__).with_name("schema.sql")).read_text()
-IMAGE_COLUMNS = ("id", "grp", "status", "filename", "ext", "sha256", "phash", "source", "width", "height", "size", "created")
+IMAGE_COLUMNS = (
+    "id",
+    "grp",
+    "status",
+    "filename",
+    "ext",
+    "sha256",
+    "phash",
+    "source",
+    "width",
+    "height",
+    "size",
+    "created",
+)
+UNDO_SECONDS = 600  # how long a change made from the pages can be undone
 CHUNK = 500  # ids per IN (...) list: SQLite limits the number of parameters
 
 
@@ -120,6 +134,9 @@ class Catalog:
             (group, status, limit, offset),
         )
 
+    def undo(self, token: str) -> sqlite3.Row | None:
+        return self._one("SELECT * FROM undo WHERE token = ?", (token,))
+
     def ids_in(self, group: str, status: str) -> list[str]:
         return [r["id"] for r in self._all("SELECT id FROM images WHERE grp = ? AND status = ?", (group, status))]
 
@@ -134,7 +151,9 @@ class Catalog:
         return self._all("SELECT * FROM images")
 
     def group_filenames(self, group: str) -> set[str]:
-        return {r["filename"] for r in self._all("SELECT filename FROM images WHERE grp = ? AND status = 'group'", (group,))}
+        return {
+            r["filename"] for r in self._all("SELECT filename FROM images WHERE grp = ? AND status = 'group'", (group,))
+        }
 
     def filename_taken(self, group: str, filename: str) -> bool:
         sql = "SELECT 1 FROM images WHERE grp = ? AND status = 'group' AND filename = ?"
@@ -149,7 +168,8 @@ class Catalog:
         """sha256 -> the groups in which it is a Group member."""
         out: dict[str, list[str]] = {}
         for chunk in _chunks(shas):
-            sql = f"SELECT sha256, grp FROM images WHERE status = 'group' AND sha256 IN ({_marks(len(chunk))}) ORDER BY grp"
+            marks = _marks(len(chunk))
+            sql = f"SELECT sha256, grp FROM images WHERE status = 'group' AND sha256 IN ({marks}) ORDER BY grp"
             for r in self._all(sql, chunk):
                 out.setdefault(r["sha256"], []).append(r["grp"])
         return out
@@ -261,3 +281,16 @@ def record_change(db: sqlite3.Connection, op: str, undo: dict[str, Any], moves: 
 def forget_change(db: sqlite3.Connection, change: int | None) -> None:
     db.execute("DELETE FROM moves WHERE change IS ?", (change,))
     db.execute("DELETE FROM changes WHERE id IS ?", (change,))
+
+
+def put_undo(db: sqlite3.Connection, token: str, op: str, data: dict[str, Any], keep: float) -> None:
+    now = time.time()
+    db.execute("DELETE FROM undo WHERE expires < ?", (now - 86400,))  # expired a day ago: forgotten
+    db.execute(
+        "INSERT INTO undo (token, op, created, expires, data) VALUES (?, ?, ?, ?, ?)",
+        (token, op, now, now + keep, json.dumps(data)),
+    )
+
+
+def use_undo(db: sqlite3.Connection, token: str, *, used: bool = True) -> None:
+    db.execute("UPDATE undo SET used = ? WHERE token = ?", (int(used), token))

@@ -31,7 +31,11 @@ class Groups:
         for r in self.s.catalog.group_rows():
             name = r["name"]
             c = counts.get(name, dict.fromkeys(ImageStatus, 0))
-            group: dict[str, Any] = {"name": name, "parent": parent_of(name), "counts": {str(k): v for k, v in c.items()}}
+            group: dict[str, Any] = {
+                "name": name,
+                "parent": parent_of(name),
+                "counts": {str(k): v for k, v in c.items()},
+            }
             if r["exclusive"]:  # only attributes carry it: the original's listing keeps its exact shape
                 group["exclusive"] = True
             out.append(group)
@@ -70,14 +74,17 @@ class Groups:
             folder = self.s.layout.group_dir(full)
             root = self.s.layout.root
             if any(p.is_symlink() for p in [folder, *folder.parents] if p != root and p.is_relative_to(root)):
-                raise BadInput(f"a symbolic link named {full!r} is in the dataset folder; remove it or use another name")
+                raise BadInput(
+                    f"a symbolic link named {full!r} is in the dataset folder; remove it or use another name"
+                )
             folder.mkdir(parents=True, exist_ok=True)
             with self.s.journal.change("create_group", name=full) as ch:
                 ch.insert_group(full)
         self.s.emit("groups", name=full)
         return full
 
-    def rename(self, name: str, new_leaf: str) -> str:
+    def rename(self, name: str, new_leaf: str, *, undo: str | None = None, spends: str | None = None) -> str:
+        """`undo`: a new token under which the rename can be undone; `spends`: the token this undoes."""
         leaf = validate_new_leaf(new_leaf)
         with self.s.lock:
             name = self.s.require_group(name)
@@ -92,6 +99,10 @@ class Groups:
             with self.s.journal.change("rename_group", name=name, to=new) as ch:
                 ch.rename_groups(name, new, groups, self.s.catalog.images_in_groups(groups))
                 ch.move(name, new)
+                if undo:
+                    sql.put_undo(ch.db, undo, "rename_group", {"from": name, "to": new}, sql.UNDO_SECONDS)
+                if spends:
+                    sql.use_undo(ch.db, spends)
             self.s.journal.settle(ch, "the rename")
         self.s.emit("groups", name=new, old=name)
         return new

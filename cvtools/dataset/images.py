@@ -9,12 +9,14 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .. import imaging
-from ..errors import BadInput, Conflict, NotFound
+from ..errors import BadInput, Conflict, NotFound, StorageError
 from ..schemas import ImageRef, ImageStatus, LabelMode
+from . import catalog as sql
 from .groups import Groups
 from .journal import inside
 from .names import validate_group_path
@@ -74,36 +76,74 @@ class Images:
         return rows
 
     # ---- changes ---------------------------------------------------------------------------
-    def set_status(self, ids: list[str], status: str) -> int:
+    def set_status(self, ids: list[str], status: str, undo: str | None = None) -> int:
+        """`undo`: a new token under which the change can be undone (undo())."""
         status = _status(status)
         with self.s.lock:
-            return self._relocate(self.rows_for(ids), status=status, group=None, op="set_status")
+            rows = self.rows_for(ids)
+            return self._relocate(rows, lambda r: (status, r["grp"]), "set_status", undo=undo, status=status.value)
 
-    def move(self, ids: list[str], group: str) -> int:
+    def move(self, ids: list[str], group: str, undo: str | None = None) -> int:
         with self.s.lock:
             group = self.s.require_group(group)
-            return self._relocate(self.rows_for(ids), status=ImageStatus.GROUP, group=group, op="move")
+            rows = self.rows_for(ids)
+            return self._relocate(rows, lambda r: (ImageStatus.GROUP, group), "move", undo=undo, group=group)
 
-    def _relocate(self, rows: list[sqlite3.Row], *, status: ImageStatus, group: str | None, op: str) -> int:
-        """Give rows a new status (and group); one change, then the file moves."""
+    def undo(self, token: str, items: list[dict[str, Any]]) -> int:
+        """Put the images of an undoable change back as they were (undo.py checked the token): one change
+        through the journal, which also spends the token; 409 when an image changed since."""
+        with self.s.lock:
+            rows = self.s.catalog.images([i["id"] for i in items])
+            now = {r["id"]: [r["status"], r["grp"]] for r in rows}
+            changed = [i for i in items if now.get(i["id"]) != i["after"]]
+            if changed:
+                raise Conflict(
+                    f"{len(changed)} of the {len(items)} images changed since (or were removed), so nothing was"
+                    " undone; change them back by hand"
+                )
+            back = {i["id"]: (ImageStatus(i["before"][0]), i["before"][1]) for i in items}
+            try:
+                return self._relocate(rows, lambda r: back[r["id"]], "undo", spends=token)
+            except StorageError:  # the disk refused: the journal put everything back, so may the token
+                with self.s.catalog.transaction() as db:
+                    sql.use_undo(db, token, used=False)
+                raise
+
+    def _relocate(
+        self,
+        rows: list[sqlite3.Row],
+        target: Callable[[sqlite3.Row], tuple[ImageStatus, str]],
+        op: str,
+        *,
+        undo: str | None = None,
+        spends: str | None = None,
+        **detail: Any,
+    ) -> int:
+        """Give each row the status and group `target` says; one change, then the file moves."""
         touched: set[str] = set()
         taken: set[str] = set()
-        with self.s.journal.change(op, ids=[r["id"] for r in rows], status=status.value, group=group) as ch:
+        done: list[dict[str, Any]] = []
+        with self.s.journal.change(op, ids=[r["id"] for r in rows], **detail) as ch:
             for row in rows:
-                target = group or row["grp"]
-                if row["status"] == status and row["grp"] == target:
+                status, group = target(row)
+                if row["status"] == status and row["grp"] == group:
                     continue
-                new = {**dict(row), "status": status.value, "grp": target}
+                new = {**dict(row), "status": status.value, "grp": group}
                 if status == ImageStatus.GROUP:
-                    if self.s.catalog.is_member(row["sha256"], target, but=row["id"]):
-                        raise Conflict(f"image {row['id']!r} is already in group {target!r}")
-                    new["filename"] = self.s.unique_filename(target, row["filename"], taken)
-                    self.groups.restore(ch, target)
-                ch.update_image(row, status=status.value, grp=target, filename=new["filename"])
+                    if self.s.catalog.is_member(row["sha256"], group, but=row["id"]):
+                        raise Conflict(f"image {row['id']!r} is already in group {group!r}")
+                    new["filename"] = self.s.unique_filename(group, row["filename"], taken)
+                    self.groups.restore(ch, group)
+                ch.update_image(row, status=status.value, grp=group, filename=new["filename"])
                 src, dst = self.s.layout.rel_path(row), self.s.layout.rel_path(new)
                 if src != dst:
                     ch.move(src, dst)
-                touched.update((row["grp"], target))
+                touched.update((row["grp"], group))
+                done.append({"id": row["id"], "before": [row["status"], row["grp"]], "after": [status.value, group]})
+            if undo and done:
+                sql.put_undo(ch.db, undo, op, {"images": done}, sql.UNDO_SECONDS)
+            if spends:
+                sql.use_undo(ch.db, spends)
         self.s.journal.settle(ch, "the change of the images")
         if touched:
             self.s.emit("images", groups=sorted(touched))

@@ -52,3 +52,12 @@ CREATE TABLE IF NOT EXISTS oplog (
     op TEXT NOT NULL,
     detail TEXT NOT NULL
 );
+-- Undo tokens of changes made from the pages: the images as they were and as the change left them.
+CREATE TABLE IF NOT EXISTS undo (
+    token TEXT PRIMARY KEY,
+    op TEXT NOT NULL,
+    created REAL NOT NULL,
+    expires REAL NOT NULL,
+    used INTEGER NOT NULL DEFAULT 0,
+    data TEXT NOT NULL
+);

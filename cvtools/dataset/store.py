@@ -54,9 +54,7 @@ class Store:
         candidate, n = wanted, 1
         folder = self.layout.group_dir(group)
         while (
-            candidate.lower() in taken
-            or (folder / candidate).exists()
-            or self.catalog.filename_taken(group, candidate)
+            candidate.lower() in taken or (folder / candidate).exists() or self.catalog.filename_taken(group, candidate)
         ):
             n += 1
             candidate = f"{stem}-{n}{ext}"

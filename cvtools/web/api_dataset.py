@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
@@ -27,11 +28,14 @@ from .responses import (
     MovedOut,
     NameOut,
     StatusOut,
+    UndoneOut,
     UpdatedOut,
     UploadOut,
 )
 
 router = APIRouter(tags=["dataset"])
+# The answers keep the contract's JSON exactly; the token to undo a change travels in this header.
+UNDO_HEADER = "X-CVTools-Undo"
 
 MEDIA = {
     ".jpg": "image/jpeg",
@@ -109,13 +113,20 @@ def create_group(body: NewGroup, sv: ServicesDep) -> dict[str, str]:
 
 
 @router.patch("/api/groups/{group:path}", responses=ERRORS, response_model=NameOut, response_model_exclude_unset=True)
-def change_group(group: str, body: ChangeGroup, sv: ServicesDep) -> dict[str, Any]:
+def change_group(group: str, body: ChangeGroup, sv: ServicesDep, response: Response) -> dict[str, Any]:
     """Rename (`name`: the new leaf name) and/or mark a top-level group `exclusive`."""
     if body.name is None and body.exclusive is None:
         raise BadInput("give a new name, exclusive, or both")
     if body.exclusive is not None:
         sv.dataset.set_exclusive(group, body.exclusive)
-    name = sv.dataset.rename_group(group, body.name) if body.name is not None else sv.dataset.require_group(group)
+    token = secrets.token_urlsafe(12) if body.name is not None else None
+    name = (
+        sv.dataset.rename_group(group, body.name, undo=token)
+        if body.name is not None
+        else sv.dataset.require_group(group)
+    )
+    if token and name != group:
+        response.headers[UNDO_HEADER] = token
     if body.exclusive is None:
         return {"name": name}  # a rename answers as the contract says
     return {"name": name, "exclusive": name in sv.dataset.exclusive_roots()}
@@ -208,13 +219,32 @@ def import_original(
 
 
 @router.post("/api/images/status", responses=ERRORS, response_model=UpdatedOut)
-def set_status(body: StatusChange, sv: ServicesDep) -> dict[str, int]:
-    return {"updated": sv.dataset.set_status(body.resolve(sv), body.status)}
+def set_status(body: StatusChange, sv: ServicesDep, response: Response) -> dict[str, int]:
+    token = secrets.token_urlsafe(12)
+    n = sv.dataset.set_status(body.resolve(sv), body.status, undo=token)
+    if n:
+        response.headers[UNDO_HEADER] = token
+    return {"updated": n}
 
 
 @router.post("/api/images/move", responses=ERRORS, response_model=MovedOut)
-def move_images(body: MoveRequest, sv: ServicesDep) -> dict[str, int]:
-    return {"moved": sv.dataset.move(body.resolve(sv), body.group)}
+def move_images(body: MoveRequest, sv: ServicesDep, response: Response) -> dict[str, int]:
+    token = secrets.token_urlsafe(12)
+    n = sv.dataset.move(body.resolve(sv), body.group, undo=token)
+    if n:
+        response.headers[UNDO_HEADER] = token
+    return {"moved": n}
+
+
+class UndoRequest(BaseModel):
+    token: str
+
+
+@router.post("/api/undo", responses=ERRORS, response_model=UndoneOut, response_model_exclude_none=True)
+def undo(body: UndoRequest, sv: ServicesDep) -> dict[str, Any]:
+    """Undo a change whose answer carried the undo header: 409 when it was already undone, expired, or an image
+    changed since."""
+    return sv.dataset.undo(body.token)
 
 
 @router.post("/api/images/add", responses=ERRORS, response_model=AddedOut)

@@ -108,6 +108,11 @@ class MovedOut(Open):
     moved: int
 
 
+class UndoneOut(Open):
+    undone: int
+    group: str | None = None
+
+
 class AddedOut(Open):
     added: int
 

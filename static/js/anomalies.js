@@ -105,7 +105,10 @@
     const target = $("move-target").value;
     try {
       if (target) {
-        await api("POST", "/api/images/move", { ids, group: target });
+        const r = await api("POST", "/api/images/move", { ids, group: target });
+        CV.undoToast(`${r.moved} image(s) moved`, r.undo);
+        await load();
+        return;
       } else {
         const byGroup = {};
         for (const it of state.data.items.filter((x) => state.selected.has(x.id))) (byGroup[it.detected] = byGroup[it.detected] || []).push(it.id);
@@ -134,7 +137,7 @@
   async function deleteSelected() {
     try {
       const r = await api("POST", "/api/images/status", { ids: [...state.selected], status: "deleted" });
-      toast(`${r.updated} image(s) deleted`);
+      CV.undoToast(`${r.updated} image(s) deleted`, r.undo);
       await load();
     } catch (e) { toast(e.message, "error"); }
   }
@@ -144,6 +147,7 @@
     $("btn-calc").addEventListener("click", calculate);
     $("btn-move").addEventListener("click", moveSelected);
     $("btn-delete").addEventListener("click", deleteSelected);
+    document.addEventListener("undone", () => load());
     $("btn-add").addEventListener("click", addSelected);
     $("btn-add").hidden = (await api("GET", "/api/dataset/mode")).label_mode !== "multi";
     $("move-target").addEventListener("change", updateButtons);

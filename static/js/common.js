@@ -24,6 +24,9 @@ const CV = (() => {
       err.status = res.status;
       throw err;
     }
+    // A change that can be undone sends its token in a header (the JSON keeps the contract's shape).
+    const undo = res.headers.get("X-CVTools-Undo");
+    if (undo && data && typeof data === "object") Object.defineProperty(data, "undo", { value: undo });
     return data;
   }
 
@@ -35,6 +38,45 @@ const CV = (() => {
     box.hidden = false;
     clearTimeout(toastTimer);
     toastTimer = setTimeout(() => { box.hidden = true; }, kind === "error" ? 6000 : 3000);
+  }
+
+  // A change that can be undone: the toast offers Undo for 30 s, also after a reload of the page (the
+  // token is kept in the browser; the server keeps it 10 minutes and refuses it once used or stale).
+  const UNDO_MS = 30000;
+  const UNDO_KEY = "cvtools-undo";
+  function undoToast(message, token) {
+    if (!token) { toast(message); return; }
+    localStorage.setItem(UNDO_KEY, JSON.stringify({ message, token, until: Date.now() + UNDO_MS }));
+    showUndo();
+  }
+
+  function pendingUndo() {
+    try {
+      const u = JSON.parse(localStorage.getItem(UNDO_KEY) || "null");
+      return u && u.until > Date.now() ? u : null;
+    } catch { return null; }
+  }
+
+  function showUndo() {
+    const u = pendingUndo();
+    if (!u) return;
+    const box = $("toast");
+    box.replaceChildren(el("span", { text: `${u.message} ` }), el("button", { id: "toast-undo", text: "Undo", onclick: undoLast }));
+    box.className = "toast info";
+    box.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => { box.hidden = true; }, u.until - Date.now());
+  }
+
+  async function undoLast() {
+    const u = pendingUndo();
+    localStorage.removeItem(UNDO_KEY);
+    if (!u) { toast("Nothing to undo", "error"); return; }
+    try {
+      const r = await api("POST", "/api/undo", { token: u.token });
+      toast(r.group ? `Undone: the group is ${r.group} again` : `Undone: ${r.undone} image(s) back as they were`);
+      document.dispatchEvent(new CustomEvent("undone", { detail: r }));
+    } catch (err) { toast(`Could not undo: ${err.message}`, "error"); }
   }
 
   // One EventSource per page. The server names its events once (schemas.Event) and puts the list on
@@ -143,5 +185,6 @@ const CV = (() => {
   }
 
   document.addEventListener("DOMContentLoaded", trackJobs);
-  return { $, api, toast, on, watchJob, el, encodeGroup, tile, dropZone, confusionTable, FINISHED };
+  document.addEventListener("DOMContentLoaded", showUndo);
+  return { $, api, toast, undoToast, undoLast, on, watchJob, el, encodeGroup, tile, dropZone, confusionTable, FINISHED };
 })();

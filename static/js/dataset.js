@@ -167,7 +167,7 @@
   async function act(status, ids) {
     try {
       const r = await api("POST", "/api/images/status", { ids, status });
-      toast(`${r.updated} image(s) now ${status === "group" ? "in the group" : status}`);
+      CV.undoToast(`${r.updated} image(s) now ${status === "group" ? "in the group" : status}`, r.undo);
       await refresh();
       return true;
     } catch (e) { toast(e.message, "error"); return false; }
@@ -210,7 +210,7 @@
     if (!selectedCount()) return;
     try {
       const r = await api("POST", "/api/images/status", { ...selection(), status });
-      toast(`${r.updated} image(s) now ${status === "group" ? "in the group" : status}`);
+      CV.undoToast(`${r.updated} image(s) now ${status === "group" ? "in the group" : status}`, r.undo);
       clearSelection();
       await refresh();
     } catch (e) { toast(e.message, "error"); }
@@ -225,7 +225,7 @@
         toast(`${r.added} image(s) now also in ${target}`);
       } else {
         const r = await api("POST", "/api/images/move", { ...selection(), group: target });
-        toast(`${r.moved} image(s) moved to ${target}`);
+        CV.undoToast(`${r.moved} image(s) moved to ${target}`, r.undo);
       }
       clearSelection();
       await refresh();
@@ -282,6 +282,7 @@
         r = await api("PATCH", `/api/groups/${encodeGroup(state.group)}`, { name });
       }
       $("dlg-group").close();
+      if (groupDialogMode === "rename") CV.undoToast(`Renamed to ${r.name}`, r.undo);
       state.group = r.name;
       await loadGroups();
       selectGroup(r.name);
@@ -354,7 +355,13 @@
     document.querySelectorAll(".status-switch button").forEach((b) => b.addEventListener("click", () => setStatus(b.dataset.status)));
     $("btn-add-group").addEventListener("click", () => openGroupDialog("add"));
     $("btn-rename-group").addEventListener("click", () => openGroupDialog("rename"));
-    $("btn-delete-group").addEventListener("click", () => { $("dlg-delete-name").textContent = state.group; $("dlg-delete-group").showModal(); });
+    $("btn-delete-group").addEventListener("click", () => {
+      const g = state.groups.find((x) => x.name === state.group);
+      const n = g ? Object.values(g.counts).reduce((a, b) => a + b, 0) : 0;
+      $("dlg-delete-name").textContent = `${state.group} and its ${n} image(s)`;
+      $("dlg-delete-group").showModal();
+    });
+    document.addEventListener("undone", () => refresh());
     $("dlg-delete-ok").addEventListener("click", (e) => { e.preventDefault(); $("dlg-delete-group").close(); deleteGroup(); });
     $("dlg-group-ok").addEventListener("click", submitGroupDialog);
     $("btn-invert").addEventListener("click", invertSelection);

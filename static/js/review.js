@@ -1,6 +1,6 @@
 // Dataset page: review by keyboard. Arrows move a cursor over the tiles, Space selects, Enter opens
 // the lens; a adds to the group, d / Delete deletes, m moves (the selection, or the cursor's image
-// when nothing is selected); ? lists the keys. In the lens a and d act on the image shown and advance.
+// when nothing is selected), u undoes the last change; ? lists the keys. In the lens a and d act on the image shown and advance.
 "use strict";
 
 (() => {
@@ -49,7 +49,8 @@
     else if (e.key === "m" && (page().selectedCount() || t)) {
       if (!page().selectedCount() && t) page().toggleAt(t);
       page().openMove();
-    } else if (e.key === "?") CV.$("keys-help").showModal();
+    } else if (e.key === "u") CV.undoLast();
+    else if (e.key === "?") CV.$("keys-help").showModal();
     else return;
     e.preventDefault();
   }

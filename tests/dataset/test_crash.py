@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,13 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cvtools.settings import PROJECT_ROOT
-
-from ..servers import Server, server_env
-from ..fakeweb import FakeWeb
+from ..fakeweb import FakeSearch, FakeWeb, serve_images
 from ..helpers import assert_consistent, class_image, image_bytes
-from ..fakeweb import FakeSearch
-from ..fakeweb import serve_images
+from ..servers import Server, server_env
 
 KILLS = 30
 SLOW_KILLS = 100

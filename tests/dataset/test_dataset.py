@@ -8,8 +8,8 @@ import pytest
 
 from cvtools import dataset as dataset_mod
 from cvtools.dataset import Dataset, Incoming
-from cvtools.errors import BadInput, Conflict, NotFound
 from cvtools.dataset.journal import Change, Journal
+from cvtools.errors import BadInput, Conflict, NotFound
 
 from ..helpers import assert_consistent, image_bytes, write_tmp
 

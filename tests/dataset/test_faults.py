@@ -12,13 +12,11 @@ from pathlib import Path
 
 import pytest
 
-
 from cvtools.settings import Settings
 from cvtools.web import create_app
 
 from ..conftest import wait_jobs
-from ..helpers import TestClient, assert_consistent, image_bytes
-from ..helpers import snapshot
+from ..helpers import TestClient, assert_consistent, image_bytes, snapshot
 
 
 def _files(root: Path) -> list[str]:

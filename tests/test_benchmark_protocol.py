@@ -1,0 +1,24 @@
+"""The benchmark protocol: each family's categories split once into dev and report halves, disjoint,
+covering every category, the same on every run (benchmarks/README.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.families import _halves, unit_of
+
+
+def test_halves_are_disjoint_complete_and_fixed() -> None:
+    names = [f"cat{i}" for i in range(23)]
+    dev, report = _halves(names, "openclipart")
+    assert not set(dev) & set(report) and sorted(dev + report) == sorted(names)
+    assert abs(len(dev) - len(report)) <= 1
+    assert _halves(list(reversed(names)), "openclipart") == (dev, report)  # order of discovery: no matter
+    assert _halves(names, "wesnoth") != (dev, report)  # each family has its own split
+
+
+def test_wesnoth_frames_belong_to_their_unit() -> None:
+    root = Path("/data/wesnoth")
+    frames = ["drakes/arbiter.png", "drakes/arbiter-blade-s-4.png", "drakes/arbiter+female.png"]
+    assert {unit_of(root / f, root) for f in frames} == {"drakes/arbiter"}
+    assert unit_of(root / "drakes/burner.png", root) != "drakes/arbiter"
