@@ -99,8 +99,8 @@ class Dataset:
     def rename_group(self, name: str, new_leaf: str, undo: str | None = None) -> str:
         return self.groups.rename(name, new_leaf, undo=undo)
 
-    def delete_group(self, name: str) -> int:
-        return self.groups.delete(name)
+    def delete_group(self, name: str, undo: str | None = None) -> int:
+        return self.groups.delete(name, undo)
 
     @property
     def label_mode(self) -> LabelMode:
@@ -159,8 +159,8 @@ class Dataset:
         """Undo a change made with an undo token: {"undone": n[, "group": name]}; 409 with the reason."""
         return self.undoer.apply(token)
 
-    def add_to_group(self, ids: list[str], group: str) -> int:
-        return self.images.add_to_group(ids, group)
+    def add_to_group(self, ids: list[str], group: str, undo: str | None = None) -> int:
+        return self.images.add_to_group(ids, group, undo)
 
     def file_path(self, image_id: str) -> Path:
         return self.images.file_path(image_id)

@@ -107,8 +107,9 @@ class Groups:
         self.s.emit("groups", name=new, old=name)
         return new
 
-    def delete(self, name: str) -> int:
-        """The group, its sub-groups and all their images go to the trash; nothing is unlinked."""
+    def delete(self, name: str, undo: str | None = None) -> int:
+        """The group, its sub-groups and all their images go to the trash; nothing is unlinked.
+        `undo`: a new token under which undo.py can bring it all back."""
         with self.s.lock:
             name = self.s.require_group(name)
             groups = self.subtree(name)
@@ -122,6 +123,9 @@ class Groups:
                 ch.delete_groups(groups)
                 # Whatever else is in the folder (other files, empty sub-folders) goes along.
                 ch.move(name, f"{trash}/{name.rsplit('/', 1)[-1]}")
+                if undo:
+                    data = {"images": ch.images, "groups": ch.groups, "moves": ch.moves}
+                    sql.put_undo(ch.db, undo, "delete_group", data, sql.UNDO_SECONDS)
             self.s.journal.settle(ch, "the deletion of the group")
         self.s.emit("groups", name=name, deleted=True)
         return len(rows)

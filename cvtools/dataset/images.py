@@ -149,7 +149,7 @@ class Images:
             self.s.emit("images", groups=sorted(touched))
         return len(ch.images)
 
-    def add_to_group(self, ids: list[str], group: str) -> int:
+    def add_to_group(self, ids: list[str], group: str, undo: str | None = None) -> int:
         """Multi-label mode: make images Group members of one more group. The group's folder gets the
         file as a hard link (a copy where the file system has none); already a member: skipped."""
         if self.s.label_mode != LabelMode.MULTI:
@@ -166,6 +166,9 @@ class Images:
                         for new, tmp in staged:
                             ch.insert_image(new)
                             ch.move(tmp, self.s.layout.rel_path(new))
+                        if undo:
+                            added = {"added": [n["id"] for n, _ in staged], "group": group}
+                            sql.put_undo(ch.db, undo, "add_to_group", added, sql.UNDO_SECONDS)
                     self.s.journal.settle(ch, "adding the images to the group")
             finally:
                 for _, tmp in staged:

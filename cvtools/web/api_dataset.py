@@ -133,9 +133,12 @@ def change_group(group: str, body: ChangeGroup, sv: ServicesDep, response: Respo
 
 
 @router.delete("/api/groups/{group:path}", responses=ERRORS, response_model=DeletedGroupOut)
-def delete_group(group: str, sv: ServicesDep) -> dict[str, Any]:
+def delete_group(group: str, sv: ServicesDep, response: Response) -> dict[str, Any]:
     group = sv.dataset.require_group(group)
-    return {"deleted": group, "images": sv.dataset.delete_group(group)}
+    token = secrets.token_urlsafe(12)
+    images = sv.dataset.delete_group(group, undo=token)
+    response.headers[UNDO_HEADER] = token
+    return {"deleted": group, "images": images}
 
 
 @router.get("/api/dataset/mode", response_model=LabelModeOut)
@@ -248,9 +251,13 @@ def undo(body: UndoRequest, sv: ServicesDep) -> dict[str, Any]:
 
 
 @router.post("/api/images/add", responses=ERRORS, response_model=AddedOut)
-def add_to_group(body: MoveRequest, sv: ServicesDep) -> dict[str, int]:
+def add_to_group(body: MoveRequest, sv: ServicesDep, response: Response) -> dict[str, int]:
     """Multi-label mode: the images become Group members of one more group (409 in single mode)."""
-    return {"added": sv.dataset.add_to_group(body.resolve(sv), body.group)}
+    token = secrets.token_urlsafe(12)
+    n = sv.dataset.add_to_group(body.resolve(sv), body.group, undo=token)
+    if n:
+        response.headers[UNDO_HEADER] = token
+    return {"added": n}
 
 
 @router.get("/api/images/{image_id}", responses=ERRORS, response_model=ImageOut)

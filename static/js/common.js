@@ -74,7 +74,7 @@ const CV = (() => {
     if (!u) { toast("Nothing to undo", "error"); return; }
     try {
       const r = await api("POST", "/api/undo", { token: u.token });
-      toast(r.group ? `Undone: the group is ${r.group} again` : `Undone: ${r.undone} image(s) back as they were`);
+      toast(r.group ? `Undone: group ${r.group} is back (${r.undone} image(s) or name)` : `Undone: ${r.undone} image(s) back as they were`);
       document.dispatchEvent(new CustomEvent("undone", { detail: r }));
     } catch (err) { toast(`Could not undo: ${err.message}`, "error"); }
   }

@@ -222,7 +222,7 @@
     try {
       if (state.moveKind === "also") {
         const r = await api("POST", "/api/images/add", { ...selection(), group: target });
-        toast(`${r.added} image(s) now also in ${target}`);
+        CV.undoToast(`${r.added} image(s) now also in ${target}`, r.undo);
       } else {
         const r = await api("POST", "/api/images/move", { ...selection(), group: target });
         CV.undoToast(`${r.moved} image(s) moved to ${target}`, r.undo);
@@ -294,7 +294,7 @@
   async function deleteGroup() {
     try {
       const r = await api("DELETE", `/api/groups/${encodeGroup(state.group)}`);
-      toast(`Deleted ${r.deleted}; ${r.images} image(s) went to the trash`);
+      CV.undoToast(`Deleted ${r.deleted}; ${r.images} image(s) went to the trash`, r.undo);
       state.group = null;
       await loadGroups();
       resetImages();

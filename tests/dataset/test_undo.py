@@ -7,6 +7,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from cvtools.settings import Settings
+from cvtools.web import create_app
 from cvtools.web.api_dataset import UNDO_HEADER as UNDO
 
 from ..helpers import TestClient, assert_consistent, image_bytes, snapshot
@@ -81,3 +83,41 @@ def test_group_rename_is_undone(client: TestClient, dataset_dir: Path) -> None:
     gone = client.post("/api/undo", json={"token": r["undo"]})
     assert gone.status_code == 409 and "renamed or deleted since" in gone.json()["detail"]
     assert_consistent(dataset_dir)
+
+
+def test_group_deletion_is_undone(client: TestClient, dataset_dir: Path) -> None:
+    ids = _setup(client)
+    client.post("/api/groups", json={"name": "sub", "parent": "g"})
+    sub = [("files", ("s.png", image_bytes(9), "image/png"))]
+    sub_id = client.post("/api/groups/g/sub/images", files=sub).json()["added"][0]["id"]
+    client.post("/api/images/status", json={"ids": [ids[3]], "status": "new"})
+    before = snapshot(dataset_dir)
+    answer = client.delete("/api/groups/g")
+    assert answer.json() == {"deleted": "g", "images": 5}
+    assert "g" not in [x["name"] for x in client.get("/api/groups").json()["groups"]]
+    back = client.post("/api/undo", json={"token": answer.headers[UNDO]})
+    assert back.json() == {"undone": 5, "group": "g"}, back.text
+    assert {x["name"] for x in client.get("/api/groups").json()["groups"]} >= {"g", "g/sub", "h"}
+    assert _where(client, [*ids, sub_id]) == [("g", "group")] * 3 + [("g", "new"), ("g/sub", "group")]
+    assert sorted(p for p in snapshot(dataset_dir) if "trash" not in p[0]) == sorted(
+        p for p in before if "trash" not in p[0]
+    )
+    assert_consistent(dataset_dir)
+
+    again = client.delete("/api/groups/g")
+    client.post("/api/groups", json={"name": "G"})  # the name is taken again (in another case)
+    refused = client.post("/api/undo", json={"token": again.headers[UNDO]})
+    assert refused.status_code == 409 and "exists again" in refused.json()["detail"]
+
+
+def test_adding_to_another_group_is_undone(settings: Settings, dataset_dir: Path) -> None:
+    with TestClient(create_app(settings.model_copy(update={"label_mode": "multi"}))) as client:
+        ids = _setup(client)
+        answer = client.post("/api/images/add", json={"ids": ids[:2], "group": "h"})
+        assert answer.json() == {"added": 2}
+        assert client.get("/api/groups/h/images").json()["total"] == 2
+        assert client.post("/api/undo", json={"token": answer.headers[UNDO]}).json() == {"undone": 2}
+        assert client.get("/api/groups/h/images").json()["total"] == 0
+        assert _where(client, ids[:2]) == [("g", "group")] * 2  # the images themselves stay
+        assert not list((dataset_dir / "h").iterdir())
+        assert_consistent(dataset_dir)

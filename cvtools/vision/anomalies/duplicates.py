@@ -107,17 +107,30 @@ def embedding_pairs(
         _, _, vt = np.linalg.svd(sample - mean, full_matrices=False)
         # Distances are kept in the projected space with the full norm, so the cut stays comparable.
         search, margin = unit((x - mean) @ vt[:project_to].T), 0.05
-    cut, k = 1.0 - (max_distance + margin), min(neighbours + 1, n)
+    cut = 1.0 - (max_distance + margin)
     out: dict[tuple[int, int], float] = {}
     for start in range(0, n, BLOCK):
         sims = search[start : start + BLOCK] @ search.T
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        for a, row in enumerate(top):
-            i = start + a
-            for j in (int(j) for j in row if j != i and sims[a, j] >= cut):
-                if (d := float(1.0 - x[i] @ x[j])) <= max_distance:
-                    out[(min(i, j), max(i, j))] = max(0.0, d)
+        rows = np.arange(len(sims))
+        sims[rows, start + rows] = -np.inf  # not its own neighbour
+        for i, j in _nearest(sims, cut, neighbours):
+            i += start
+            if (d := float(1.0 - x[i] @ x[j])) <= max_distance:
+                out[(min(i, j), max(i, j))] = max(0.0, d)
     return [(i, j, d) for (i, j), d in out.items()]
+
+
+def _nearest(sims: np.ndarray, cut: float, k: int) -> Iterator[tuple[int, int]]:
+    """(row, column) of each row's at most k largest entries that reach `cut`: the cut first (few pass
+    it), then a rank within the row, instead of a partial sort of every row."""
+    ii, jj = np.nonzero(sims >= cut)
+    if not len(ii):
+        return
+    order = np.lexsort((-sims[ii, jj], ii))
+    ii, jj = ii[order], jj[order]
+    rank = np.arange(len(ii)) - np.searchsorted(ii, ii)
+    keep = rank < k
+    yield from zip(ii[keep].tolist(), jj[keep].tolist(), strict=True)
 
 
 def candidates(refs: list[ImageRef], vecs: np.ndarray, *, max_distance: float, phash_bits: int) -> list[Candidate]:
