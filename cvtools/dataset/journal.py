@@ -149,9 +149,10 @@ class Journal:
 
     def _forward(self, cid: int | None) -> list[str]:
         problems = []
+        checked: set[Path] = set()  # target folders made and found inside the dataset, once each
         for src, dst in self._moves(cid):
             if os.path.lexists(src):
-                move_path(src, dst, self.root)
+                move_path(src, dst, self.root, checked)
             elif not os.path.lexists(dst):
                 problems.append(f"file missing for planned move {src} -> {dst}")
         return problems
@@ -180,12 +181,16 @@ class Journal:
             sql.forget_change(db, cid)
 
 
-def move_path(src: Path, dst: Path, root: Path) -> None:
+def move_path(src: Path, dst: Path, root: Path, checked: set[Path] | None = None) -> None:
     """Rename src to dst; across file systems (EXDEV) copy, fsync, then delete the source. The target's
-    folder must lie inside the dataset folder: a symbolic link there must not take files elsewhere."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if not inside(dst.parent, root):
-        raise OSError(errno.EPERM, "the target folder lies outside the dataset folder (a symbolic link?)", str(dst))
+    folder must lie inside the dataset folder: a symbolic link there must not take files elsewhere.
+    `checked`: folders already made and checked during this change (many moves share one)."""
+    if checked is None or dst.parent not in checked:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if not inside(dst.parent, root):
+            raise OSError(errno.EPERM, "the target folder lies outside the dataset folder (a symbolic link?)", str(dst))
+        if checked is not None:
+            checked.add(dst.parent)
     if os.path.lexists(dst):
         raise OSError(errno.EEXIST, "the target exists already", str(dst))
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from .. import multilabel as ml
 from .types import Split
@@ -14,6 +13,9 @@ from .types import Split
 def single_label(split: Split, probs: np.ndarray) -> dict[str, Any]:
     """Accuracy, the confusion matrix (rows: true group), precision and recall per group, and every
     check image's answer (the Learning page shows the images of a cell)."""
+    # Imported here: scikit-learn costs a second of every start-up, and only a finished run needs it.
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
     y = split.labels(split.val)
     pred = probs.argmax(1)
     labels = list(range(len(split.classes)))
