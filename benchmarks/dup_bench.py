@@ -28,8 +28,9 @@ from .common import environment
 from .dup_world import World, big_pass, build_world, embed, measures
 from .families import FAMILIES
 
+APP_DISTANCE = 0.45  # config.py's max_equal_distance
 GRID = {
-    "max_distance": [0.15, 0.2, 0.25, 0.3, 0.35],
+    "max_distance": [0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45],
     "min_inliers": [6, 8, 10, 12, 15, 20],
     "min_coverage": [0.0, 0.05, 0.1, 0.2, 0.3],
     "min_aligned": [0.3, 0.4, 0.5, 0.6, 0.7],
@@ -40,7 +41,7 @@ GRID = {
 }
 MEASURES = ("keypoints", "small", "inliers", "coverage", "rotation", "aligned", "differing")
 MEASURES += ("plain", "mirrored", "symmetric", "plain_differing")
-SEARCH_DISTANCE = 0.35  # candidates measured once; every grid point looks at a subset
+SEARCH_DISTANCE = 0.45  # candidates measured once; every grid point looks at a subset
 
 
 def table(w: World, cands: list, ms: list) -> dict[str, np.ndarray]:
@@ -112,6 +113,21 @@ def per_edit(w: World, t: dict, same: np.ndarray, cands: list) -> dict[str, floa
     return {k: round(hits[k] / totals[k], 3) for k in sorted(totals)}
 
 
+def misses(w: World, t: dict, same: np.ndarray, cands: list, max_distance: float) -> dict[str, int]:
+    """Where the injected copies that were not listed were lost: never proposed by a cheap layer within
+    the chosen distance (the candidate stage), or proposed and refused by the check."""
+    ids = [frozenset((w.refs[c.i].id, w.refs[c.j].id)) for c in cands]
+    proposed = {
+        k for k, c, d in zip(ids, cands, t["distance"], strict=True) if c.layers != ["embedding"] or d <= max_distance
+    }
+    found = {k for k, s in zip(ids, same, strict=True) if s}
+    copies = [k for k, v in w.truth.items() if v]
+    return {
+        "not_proposed": sum(k not in proposed for k in copies),
+        "proposed_but_refused": sum(k in proposed and k not in found for k in copies),
+    }
+
+
 def contact_sheet(w: World, cands: list, same: np.ndarray, t: dict, path: Path) -> int:
     """The listed pairs of two images of the data itself, side by side, for a look by eye."""
     rows = [c for c, s, h in zip(cands, same, t["held"], strict=True) if s and h][:40]
@@ -153,7 +169,8 @@ def run(dev_name: str, report_name: str, args: argparse.Namespace) -> dict:
     same = decide(t, chosen)
     out["report_score"] = score(t, same, sum(w.truth.values()))
     out["report_recall_by_edit"] = per_edit(w, t, same, cands)
-    app = {**asdict(geometry.THRESHOLDS), "max_distance": SEARCH_DISTANCE}  # the shipped defaults
+    out["report_missed_copies"] = misses(w, t, same, cands, chosen["max_distance"])
+    app = {**asdict(geometry.THRESHOLDS), "max_distance": APP_DISTANCE}  # the shipped defaults
     out["report_score_with_the_app_defaults"] = score(t, decide(t, app), sum(w.truth.values()))
     out["report_negatives"] = dict(Counter(w.kind.values()))
     out["timing"] = timing

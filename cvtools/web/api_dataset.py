@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -60,6 +61,15 @@ class ChangeGroup(BaseModel):
 
 class LabelModeBody(BaseModel):
     label_mode: LabelMode
+
+
+def _undoable(response: Response, change: Callable[[str], int], always: bool = False) -> int:
+    """Make a change under a new undo token, which goes out in the header when something changed."""
+    token = secrets.token_urlsafe(12)
+    n = change(token)
+    if n or always:
+        response.headers[UNDO_HEADER] = token
+    return n
 
 
 class Every(BaseModel):
@@ -135,9 +145,7 @@ def change_group(group: str, body: ChangeGroup, sv: ServicesDep, response: Respo
 @router.delete("/api/groups/{group:path}", responses=ERRORS, response_model=DeletedGroupOut)
 def delete_group(group: str, sv: ServicesDep, response: Response) -> dict[str, Any]:
     group = sv.dataset.require_group(group)
-    token = secrets.token_urlsafe(12)
-    images = sv.dataset.delete_group(group, undo=token)
-    response.headers[UNDO_HEADER] = token
+    images = _undoable(response, lambda token: sv.dataset.delete_group(group, token), always=True)
     return {"deleted": group, "images": images}
 
 
@@ -223,20 +231,12 @@ def import_original(
 
 @router.post("/api/images/status", responses=ERRORS, response_model=UpdatedOut)
 def set_status(body: StatusChange, sv: ServicesDep, response: Response) -> dict[str, int]:
-    token = secrets.token_urlsafe(12)
-    n = sv.dataset.set_status(body.resolve(sv), body.status, undo=token)
-    if n:
-        response.headers[UNDO_HEADER] = token
-    return {"updated": n}
+    return {"updated": _undoable(response, lambda token: sv.dataset.set_status(body.resolve(sv), body.status, token))}
 
 
 @router.post("/api/images/move", responses=ERRORS, response_model=MovedOut)
 def move_images(body: MoveRequest, sv: ServicesDep, response: Response) -> dict[str, int]:
-    token = secrets.token_urlsafe(12)
-    n = sv.dataset.move(body.resolve(sv), body.group, undo=token)
-    if n:
-        response.headers[UNDO_HEADER] = token
-    return {"moved": n}
+    return {"moved": _undoable(response, lambda token: sv.dataset.move(body.resolve(sv), body.group, token))}
 
 
 class UndoRequest(BaseModel):
@@ -253,11 +253,7 @@ def undo(body: UndoRequest, sv: ServicesDep) -> dict[str, Any]:
 @router.post("/api/images/add", responses=ERRORS, response_model=AddedOut)
 def add_to_group(body: MoveRequest, sv: ServicesDep, response: Response) -> dict[str, int]:
     """Multi-label mode: the images become Group members of one more group (409 in single mode)."""
-    token = secrets.token_urlsafe(12)
-    n = sv.dataset.add_to_group(body.resolve(sv), body.group, undo=token)
-    if n:
-        response.headers[UNDO_HEADER] = token
-    return {"added": n}
+    return {"added": _undoable(response, lambda token: sv.dataset.add_to_group(body.resolve(sv), body.group, token))}
 
 
 @router.get("/api/images/{image_id}", responses=ERRORS, response_model=ImageOut)

@@ -37,9 +37,9 @@ class Thresholds:
     min_inliers: int = 6
     min_coverage: float = 0.0  # of each drawn part, by the inliers' convex hull
     max_rotation: float = 45.0  # degrees; the pixels decide the rest
-    min_aligned: float = 0.3  # grey-level correlation once aligned by the keypoints
+    min_aligned: float = 0.7  # grey-level correlation once aligned by the keypoints
     max_differing: float = 0.12  # share of the worst part of the aligned picture that may differ
-    min_plain: float = 0.6  # the pixel rule: correlation once aligned by ECC alone
+    min_plain: float = 0.85  # the pixel rule: correlation once aligned by ECC alone
     max_plain_differing: float = 0.15  # the pixel rule: share of the worst part that may differ
     mirror_margin: float = 0.0  # the pixel rule: the copy beats the mirror image by this, unless symmetric
 
