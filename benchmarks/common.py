@@ -82,16 +82,21 @@ def announce_runtime(backbone: object, *, want: str = "onnxruntime") -> str:
     return active
 
 
-def category_files(root: Path, category: str, max_pixels: int = 20_000_000) -> list[Path]:
-    """PNG files of one category (not its sub-folders), without the giant ones, in a fixed order."""
-    files = []
-    for p in sorted((root / category).glob("*.png")):
+def usable(files: list[Path], max_pixels: int = 20_000_000) -> list[Path]:
+    """The files the app would take in, without the giant ones (a few openclipart PNGs are 150-600 MP)."""
+    out = []
+    for p in files:
         try:
             imaging.check_image(p, max_pixels=max_pixels)
         except imaging.ImageRejected:
             continue
-        files.append(p)
-    return files
+        out.append(p)
+    return out
+
+
+def category_files(root: Path, category: str, max_pixels: int = 20_000_000) -> list[Path]:
+    """PNG files of one category (not its sub-folders), without the giant ones, in a fixed order."""
+    return usable(sorted((root / category).glob("*.png")), max_pixels)
 
 
 def split_files(

@@ -12,9 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cvtools import imaging
-
-from .common import fetched
+from .common import fetched, usable
 
 MAX_PIXELS = 20_000_000  # a few openclipart PNGs are 150-600 megapixels: left out of every benchmark
 
@@ -33,14 +31,7 @@ class Family:
 
 
 def _usable(files: list[Path]) -> list[Path]:
-    out = []
-    for p in files:
-        try:
-            imaging.check_image(p, max_pixels=MAX_PIXELS)
-        except imaging.ImageRejected:
-            continue
-        out.append(p)
-    return out
+    return usable(files, MAX_PIXELS)
 
 
 def _halves(names: list[str], seed: str) -> tuple[list[str], list[str]]:

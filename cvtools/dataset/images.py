@@ -123,7 +123,6 @@ class Images:
         touched: set[str] = set()
         taken: set[str] = set()
         done: list[dict[str, Any]] = []
-        known: dict[str, set[str]] = {}  # target group -> its catalogued file names, read once
         with self.s.journal.change(op, ids=[r["id"] for r in rows], **detail) as ch:
             for row in rows:
                 status, group = target(row)
@@ -133,9 +132,7 @@ class Images:
                 if status == ImageStatus.GROUP:
                     if self.s.catalog.is_member(row["sha256"], group, but=row["id"]):
                         raise Conflict(f"image {row['id']!r} is already in group {group!r}")
-                    if group not in known:
-                        known[group] = self.s.catalog.group_filenames(group)
-                    new["filename"] = self.s.unique_filename(group, row["filename"], taken, known[group])
+                    new["filename"] = self.s.unique_filename(group, row["filename"], taken)
                     self.groups.restore(ch, group)
                 ch.update_image(row, status=status.value, grp=group, filename=new["filename"])
                 src, dst = self.s.layout.rel_path(row), self.s.layout.rel_path(new)

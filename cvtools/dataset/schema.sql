@@ -20,6 +20,8 @@ CREATE TABLE IF NOT EXISTS images (
 );
 CREATE INDEX IF NOT EXISTS images_grp_status ON images (grp, status, created, id);
 CREATE INDEX IF NOT EXISTS images_sha ON images (sha256);
+-- A file name free in a group folder is looked up for every image a change names or moves there.
+CREATE INDEX IF NOT EXISTS images_grp_filename ON images (grp, filename);
 -- Every image ever taken in, kept after it is deleted, so that it is never offered again.
 CREATE TABLE IF NOT EXISTS seen (
     sha256 TEXT PRIMARY KEY,

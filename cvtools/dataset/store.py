@@ -48,17 +48,14 @@ class Store:
     def label_mode(self) -> LabelMode:
         return LabelMode(self.catalog.meta("label_mode") or LabelMode.SINGLE)
 
-    def unique_filename(self, group: str, wanted: str, taken: set[str], known: set[str] | None = None) -> str:
-        """`wanted`, or `stem-2.ext`, `stem-3.ext`...: free in the folder, the catalog and `taken`.
-        `known`: the group's catalogued file names, read once by a caller that names many files."""
+    def unique_filename(self, group: str, wanted: str, taken: set[str]) -> str:
+        """`wanted`, or `stem-2.ext`, `stem-3.ext`...: free in the folder, the catalog and `taken`."""
         stem, ext = os.path.splitext(wanted)
         candidate, n = wanted, 1
         folder = self.layout.group_dir(group)
-
-        def catalogued(name: str) -> bool:
-            return name in known if known is not None else self.catalog.filename_taken(group, name)
-
-        while candidate.lower() in taken or (folder / candidate).exists() or catalogued(candidate):
+        while (
+            candidate.lower() in taken or (folder / candidate).exists() or self.catalog.filename_taken(group, candidate)
+        ):
             n += 1
             candidate = f"{stem}-{n}{ext}"
         taken.add(candidate.lower())

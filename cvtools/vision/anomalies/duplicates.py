@@ -198,6 +198,16 @@ def find_duplicates(
 ) -> list[DuplicatePair]:
     """The verified pairs, across groups first, then by distance. Identical bytes need no check."""
     cands = candidates(refs, vecs, max_distance=max_distance, phash_bits=phash_bits)
+    return judge(refs, cands, features, progress)
+
+
+def judge(
+    refs: list[ImageRef],
+    cands: list[Candidate],
+    features: Features,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[DuplicatePair]:
+    """The candidates the check accepts, as numbered pairs."""
     loaded = features.load(refs, {k for c in cands if "identical" not in c.layers for k in (c.i, c.j)})
     pairs = []
     for n, (c, verdict) in enumerate(_judged(cands, loaded)):
