@@ -1,95 +1,30 @@
 """Command line:
-python -m cvtools classify <folder or files...> --out results.csv
+python -m cvtools classify <folders, files or .txt lists> --out results.csv|.jsonl [--bundle B [--ray]]
+python -m cvtools bundle [--run RUN] --out <folder or .zip>
+python -m cvtools serve --bundle B [--replicas N] [--address ray://...]
 python -m cvtools import-original <classes.dat> [--web-dir <its web folder>]"""
 
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 from typing import Any
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
+from .bundle.cli import cmd_bundle, cmd_classify_bundle, cmd_serve, collect, progress
+from .bundle.sink import Sink
 
 
-def collect(targets: list[str]) -> list[Path]:
-    """Files as given, and the images found (recursively) in folders; a file list (.txt) is read line by line."""
-    out: list[Path] = []
-    for t in targets:
-        p = Path(t)
-        if p.is_dir():
-            out += sorted(
-                f
-                for f in p.rglob("*")
-                if f.is_file()
-                and f.suffix.lower() in IMAGE_SUFFIXES
-                and not any(part.startswith(".") for part in f.relative_to(p).parts)
-            )
-        elif p.suffix.lower() == ".txt" and p.is_file():
-            out += [Path(line.strip()) for line in p.read_text().splitlines() if line.strip()]
-        else:
-            out.append(p)
-    return out
+def classify_files(classifier: Any, files: list[str], out: Sink) -> int:
+    """The same answers as POST /api/classify, through the classifier's batcher; local files are the
+    operator's own (read as given, not limited to public_dirs), URLs follow the URL policy."""
+    from .bundle.batch import read_source
 
+    def read(target: str) -> bytes:
+        return read_source(target, classifier.policy)
 
-def progress(done: int, total: int) -> None:
-    width = 30
-    filled = int(width * done / max(total, 1))
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-    if done == total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
-
-
-def classify_files(classifier: Any, files: list[Path]) -> list[dict[str, Any]]:
-    """The same answers as POST /api/classify, through the classifier's batcher; the files are the
-    operator's own (read as given, not limited to public_dirs)."""
-
-    def read(path: str) -> bytes:
-        return Path(path).read_bytes()
-
-    results = classifier.classify_many([(str(f), str(f)) for f in files], read=read, progress=progress)
-    return [{"path": r.pop("name"), **r} for r in results]
-
-
-def write_csv(results: list[dict[str, Any]], out: Path) -> None:
-    with open(out, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(
-            [
-                "path",
-                "group",
-                "probability",
-                "unknown",
-                "reason",
-                "fallback",
-                "nearest_id",
-                "nearest_distance",
-                "top3",
-                "error",
-            ]
-        )
-        for r in results:
-            if "error" in r:
-                w.writerow([r["path"], "", "", "", "", "", "", "", "", r["error"]])
-                continue
-            top = r["classification"][0]
-            nearest = r.get("nearest") or {}
-            w.writerow(
-                [
-                    r["path"],
-                    top[0],
-                    f"{top[1]:.6f}",
-                    r["unknown"],
-                    r["reason"] or "",
-                    r["fallback"] or "",
-                    nearest.get("id", ""),
-                    nearest.get("distance", ""),
-                    "; ".join(f"{g} {p:.4f}" for g, p in r["classification"][:3]),
-                    "",
-                ]
-            )
+    results = classifier.classify_many([(f, f) for f in files], read=read, progress=progress)
+    return out.write({"path": r.pop("name"), **r} for r in results)
 
 
 def import_original(settings: Any, classes: Path, web_dir: Path | None) -> int:
@@ -120,23 +55,38 @@ def import_original(settings: Any, classes: Path, web_dir: Path | None) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cvtools")
-    sub = parser.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("classify", help="classify images with the main model and write a CSV")
-    c.add_argument("targets", nargs="+", help="image files, folders, or .txt files listing paths")
-    c.add_argument("--out", default="results.csv")
-    c.add_argument("--dataset", help="dataset folder (default from config.py)")
-    c.add_argument("--config", help="another config.py")
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m cvtools")
+    sub = ap.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("classify", help="classify images to a CSV or JSON Lines file (resumes where it stopped)")
+    c.add_argument("targets", nargs="+", help="image files, folders, or .txt files listing paths or URLs")
+    c.add_argument("--out", default="results.csv", help="results.csv, or .jsonl for every field")
+    c.add_argument("--bundle", help="a model bundle (folder or zip) instead of the app's main model")
+    c.add_argument("--ray", action="store_true", help="with --bundle: run on Ray Data")
+    c.add_argument("--address", help="with --ray: a Ray cluster (ray://host:10001 or auto); default a local Ray")
+    c.add_argument("--workers", type=int, default=0, help="with --ray: bundle workers (default one per CPU)")
+    c.add_argument("--batch-size", type=int, default=32)
+    b = sub.add_parser("bundle", help="export a model as a bundle (folder or .zip) that answers without the app")
+    b.add_argument("--run", help="the run to export (default: the main model)")
+    b.add_argument("--out", required=True, help="a new folder, or a .zip")
+    s = sub.add_parser("serve", help="serve a bundle's /cv on Ray Serve")
+    s.add_argument("--bundle", required=True)
+    s.add_argument("--replicas", type=int, default=1)
+    s.add_argument("--address", help="a Ray cluster (ray://host:10001 or auto); default: start a local Ray")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8001)
+    s.add_argument("--threads", type=int, default=1, help="CPU threads (and Ray CPUs) per replica")
     m = sub.add_parser("import-original", help="bring the statuses of the original CV Tools (classes.dat)")
     m.add_argument("classes", help="the original's classes.dat")
     m.add_argument("--web-dir", help="the original's web folder (grabbed New images), where it is now")
-    m.add_argument("--dataset", help="dataset folder (default from config.py)")
-    m.add_argument("--config", help="another config.py")
-    args = parser.parse_args(argv)
+    for one in (c, b, s, m):
+        one.add_argument("--dataset", help="dataset folder (default from config.py)")
+        one.add_argument("--config", help="another config.py")
+    return ap
 
-    from .errors import CVError
-    from .services import build_services
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     from .settings import DEFAULT_CONFIG, SettingsError, load_settings
 
     try:
@@ -146,22 +96,35 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "import-original":
         return import_original(settings, Path(args.classes), Path(args.web_dir) if args.web_dir else None)
+    if args.command == "bundle":
+        return cmd_bundle(args, settings)
+    if args.command == "serve":
+        return cmd_serve(args, settings)
     files = collect(args.targets)
     if not files:
         print("cvtools: no images found", file=sys.stderr)
         return 2
+    if args.bundle:
+        return cmd_classify_bundle(args, settings, files)
+    return classify_with_app(args, settings, files)
+
+
+def classify_with_app(args: Any, settings: Any, files: list[str]) -> int:
+    from .errors import CVError
+    from .services import build_services
+
+    out = Sink(Path(args.out))
+    done = out.done()
+    todo = [f for f in files if f not in done]
     services = build_services(settings)
     try:
-        results = classify_files(services.classifier, files)
+        written = classify_files(services.classifier, todo, out) if todo else 0
     except CVError as exc:
         print(f"cvtools: {exc.detail}", file=sys.stderr)
         return 1
     finally:
         services.close()
-    write_csv(results, Path(args.out))
-    failed = sum(1 for r in results if "error" in r)
-    unknown = sum(1 for r in results if r.get("unknown"))
-    print(f"{len(results)} images classified ({unknown} unknown, {failed} unreadable) -> {args.out}")
+    print(f"{written} images classified ({len(files) - len(todo)} already in {args.out}) -> {args.out}")
     return 0
 
 

@@ -9,7 +9,6 @@ calibrated on the check images (best F1), so an answer is a set of groups.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,36 +16,9 @@ import torch
 from torch.nn import functional as F
 
 from .head import EpochRow, HeadModel, HeadParams, fit, new_head
+from .labelsets import Layout, predict_sets
 
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
-
-
-@dataclass
-class Layout:
-    outputs: list[str]  # one per leaf group with images, sorted
-    attributes: dict[str, list[int]]  # exclusive root -> output indices of its values
-
-    @property
-    def independent(self) -> list[int]:
-        taken = {i for idx in self.attributes.values() for i in idx}
-        return [i for i in range(len(self.outputs)) if i not in taken]
-
-    @classmethod
-    def build(cls, groups: list[str], exclusive_roots: list[str]) -> Layout:
-        outputs = sorted(groups)
-        attributes: dict[str, list[int]] = {}
-        for root in sorted(exclusive_roots):
-            idx = [i for i, g in enumerate(outputs) if g.startswith(root + "/")]
-            if len(idx) >= 2:
-                attributes[root] = idx
-        return cls(outputs, attributes)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"outputs": self.outputs, "attributes": self.attributes}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Layout:
-        return cls(list(d["outputs"]), {k: list(v) for k, v in d["attributes"].items()})
 
 
 def probabilities(logits: torch.Tensor, layout: Layout) -> torch.Tensor:
@@ -75,17 +47,6 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, layout: Layout, pos_weight: t
             target = y[has][:, idx].argmax(1)
             total = total + F.cross_entropy(logits[has][:, idx], target, label_smoothing=0.05)
     return total
-
-
-def predict_sets(probs: np.ndarray, layout: Layout, thresholds: np.ndarray) -> np.ndarray:
-    """Bool matrix: each label above its threshold; per attribute at most its best value."""
-    out = probs >= thresholds[None, :]
-    for idx in layout.attributes.values():
-        best = np.array(idx)[probs[:, idx].argmax(1)]
-        keep = np.zeros_like(out[:, idx])
-        keep[np.arange(len(probs)), [idx.index(b) for b in best]] = True
-        out[:, idx] &= keep
-    return out
 
 
 def f1_counts(pred: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

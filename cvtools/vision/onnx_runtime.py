@@ -42,7 +42,8 @@ def prepare_for_export(model: nn.Module) -> None:
     model.requires_grad_(False)
 
 
-def export(module: nn.Module, path: Path, size: int, output: str) -> None:
+def export(module: nn.Module, path: Path, size: int, output: str | list[str]) -> None:
+    outputs = [output] if isinstance(output, str) else output
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with torch.no_grad(), warnings.catch_warnings():
@@ -52,8 +53,8 @@ def export(module: nn.Module, path: Path, size: int, output: str) -> None:
             (torch.zeros(2, 3, size, size),),
             str(tmp),
             input_names=["pixel_values"],
-            output_names=[output],
-            dynamic_axes={"pixel_values": {0: "batch"}, output: {0: "batch"}},
+            output_names=outputs,
+            dynamic_axes={"pixel_values": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
             opset_version=OPSET,
             dynamo=False,
         )

@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -117,9 +117,15 @@ class Calibration:
         if not (folder / "calibration.json").is_file():
             return None
         meta = json.loads((folder / "calibration.json").read_text())
+        with open(folder / "calibration.npz", "rb") as fh:
+            return cls.from_parts(meta, fh)
+
+    @classmethod
+    def from_parts(cls, meta: dict[str, Any], npz: BinaryIO) -> Calibration | None:
+        """From calibration.json's content and calibration.npz (a file, or its bytes in a bundle)."""
         if meta.get("version") != 2:
             return None
-        with np.load(folder / "calibration.npz", allow_pickle=False) as z:
+        with np.load(npz, allow_pickle=False) as z:
             arrays = {k: z[k] for k in ("top_ref", "dist_ref", "centre", "vectors")}
             ids, groups = [str(i) for i in z["ids"]], [str(g) for g in z["groups"]]
         return cls(

@@ -11,9 +11,10 @@ import torch
 from torch.nn import functional as F
 
 from ..schemas import RunRecord, RunState, TrainMode
+from .answers import label_set
 from .backbone import Backbone, load_backbone
 from .head import HeadModel
-from .multilabel import Layout, predict_sets, probabilities
+from .multilabel import Layout, probabilities
 from .openset import Calibration
 from .preprocess import Preprocess
 
@@ -32,10 +33,7 @@ class Predictor:
 
     def label_set(self, probs: np.ndarray) -> list[str]:
         """Multi-label models: the groups predicted for one image (highest first)."""
-        if self.layout is None or self.thresholds is None:
-            return []
-        chosen = predict_sets(probs[None, :], self.layout, self.thresholds)[0]
-        return [self.classes[i] for i in np.argsort(-probs) if chosen[i]]
+        return label_set(self.classes, probs, self.layout, self.thresholds)
 
     @property
     def preprocess(self) -> Preprocess:

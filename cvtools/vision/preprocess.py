@@ -1,13 +1,16 @@
-"""Resize, centre crop, normalise and augment without torchvision (PIL + numpy)."""
+"""Resize, centre crop, normalise and augment without torchvision (PIL + numpy; torch only for batch)."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 RESAMPLE = Image.Resampling.BICUBIC
 
@@ -64,6 +67,8 @@ class Preprocess:
         return out
 
     def batch(self, images: list[Image.Image]) -> torch.Tensor:
+        import torch  # lazily: the model bundle uses this class without torch
+
         return torch.from_numpy(np.stack([self.array(self.center(i)) for i in images]))
 
 

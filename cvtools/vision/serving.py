@@ -11,18 +11,13 @@ import numpy as np
 from PIL import Image
 
 from .. import imaging, netfetch
+from ..cvquery import cv_list
 from ..errors import CVError, NotAnImage, TooLarge
 from ..settings import Settings
+from .answers import Ranked, rank, verdict
 from .batcher import Batcher
 from .models import ModelManager
 from .predictor import Predictor
-
-Ranked = list[tuple[str, float]]
-
-
-def rank(classes: list[str], probs: np.ndarray) -> Ranked:
-    order = np.argsort(-probs, kind="stable")
-    return [(classes[i], float(probs[i])) for i in order]
 
 
 class Classifier:
@@ -81,21 +76,10 @@ class Classifier:
         return rank(p.classes, probs), self._vector(feats, logits), self.verdict(p, probs, feats)
 
     def verdict(self, p: Predictor, probs: np.ndarray, feats: np.ndarray) -> dict[str, Any]:
-        none: dict[str, Any] = {
-            "unknown": False,
-            "reason": None,
-            "fallback": None,
-            "nearest": None,
-            "score": None,
-            "calibrated": False,
-        }
-        if p.layout is not None:  # multi-label: the predicted set; "unknown" is not calibrated for these
-            return {**none, "labels": p.label_set(probs), "note": "multi-label model: the labels are the answer"}
-        if not self.settings.unknown_detection:
-            return none
-        if p.calibration is None:
-            return {**none, "note": "this model was not calibrated (train it again in head mode)"}
-        return {**p.calibration.judge(probs, feats), "calibrated": True}
+        labels = p.label_set(probs) if p.layout is not None else None
+        return verdict(
+            probs, feats, labels=labels, calibration=p.calibration, unknown_detection=self.settings.unknown_detection
+        )
 
     def cv(self, data: bytes, n: int | None) -> list[list[Any]]:
         """The original's answer: [[group, probability], ...], highest first, the top n when n > 0."""
@@ -105,10 +89,7 @@ class Classifier:
             ranked, _, verdict = self.analyze_full(image)
         else:  # the original format: no open-set search on this hot path
             (ranked, _), verdict = self.analyze(image), {}
-        out: list[list[Any]] = [[g, p] for g, p in (ranked[:n] if n else ranked)]
-        if verdict.get("score") is not None:
-            out.insert(0, ["unknown", verdict["score"]])  # opt-in: a score above 1 means unknown
-        return out
+        return cv_list(ranked, n, verdict.get("score"))
 
     def classify_many(
         self,

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import BadInput, NotFound
 from ..schemas import TrainMode, TrainParams
+from ..vision.bundle_export import bundle_zip
 from ..vision.export import export_onnx
 from . import presenters
 from .deps import ERRORS, ServicesDep
@@ -69,9 +70,13 @@ def models(sv: ServicesDep) -> dict[str, Any]:
 
 @router.get("/api/models/{run}/export", responses=ERRORS, response_class=FileResponse)
 def export_model(run: str, sv: ServicesDep, format: str = "onnx") -> FileResponse:
-    """The model as one ONNX file: normalised batch -> probabilities; classes in its metadata."""
+    """`onnx`: one ONNX file, normalised batch -> probabilities, classes in its metadata. `bundle`: a zip
+    that answers as /cv does without the app (python -m cvtools serve / classify --bundle)."""
+    if format == "bundle":
+        path = bundle_zip(sv.models, run, max_pixels=sv.settings.max_image_pixels)
+        return FileResponse(path, media_type="application/zip", filename=f"cvtools-{run}-bundle.zip")
     if format != "onnx":
-        raise BadInput("format must be onnx")
+        raise BadInput("format must be onnx or bundle")
     return FileResponse(
         export_onnx(sv.models, run), media_type="application/octet-stream", filename=f"cvtools-{run}.onnx"
     )

@@ -23,6 +23,7 @@ from ..settings import PROJECT_ROOT, Settings, is_loopback
 from . import api_analysis, api_cv, api_dataset, api_grab, api_jobs, api_learning, pages
 from .auth import LOOPBACK_NAMES, AuthMiddleware, LoginThrottle, Sessions
 from .events import EventHub
+from .handlers import validation_message
 
 log = logging.getLogger(__name__)
 ROUTERS = [
@@ -112,14 +113,6 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, with_headers if scope["type"] == "http" else send)
 
 
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "form"))
-        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-    return "; ".join(parts) or "invalid request"
-
-
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CVError)
     async def _cv_error(request: Request, exc: CVError) -> Response:
@@ -135,7 +128,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        return JSONResponse({"detail": _validation_message(exc)}, 422)
+        return JSONResponse({"detail": validation_message(exc)}, 422)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
