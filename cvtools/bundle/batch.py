@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import netfetch
 from ..errors import CVError
+from . import extra
 from .model import Bundle
 from .sink import Sink
 
@@ -93,10 +94,9 @@ class RayWorker:
 
 def ray_init(address: str | None) -> None:
     """A local Ray without an address; on a cluster the cvtools package travels with the job."""
-    import ray
-
     import cvtools
 
+    ray = extra.load("ray")
     if ray.is_initialized():
         return
     if address:
@@ -111,8 +111,8 @@ def classify_ray(
     """Streamed through Ray Data: `workers` actors each hold the bundle; rows are written as they arrive."""
     import json
 
-    import ray
-
+    ray = extra.load("ray")
+    extra.load("ray.data")
     ray.data.DataContext.get_current().enable_progress_bars = False
     ds = ray.data.from_items([{"path": t} for t in targets])
     ds = ds.map_batches(

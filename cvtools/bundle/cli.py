@@ -7,12 +7,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import extra
 from .batch import BatchOptions, classify_local, classify_ray, ray_init
 from .model import BundleError, load_bundle, read_files
 from .sink import Sink
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
-NO_RAY = "Ray is not installed: pip install -r requirements-ray.txt"
+NO_RAY = f"Ray is not installed: {extra.INSTALL}"
 
 
 def collect(targets: list[str]) -> list[str]:
@@ -71,10 +72,10 @@ def cmd_bundle(args: Any, settings: Any) -> int:
 
 
 def cmd_serve(args: Any, settings: Any) -> int:
-    try:
-        from . import serve
-    except ImportError:
+    if not extra.available():
         return fail(NO_RAY)
+    from . import serve
+
     try:
         files = read_files(Path(args.bundle))
         load_bundle(args.bundle, threads=1)  # refuse a foreign or corrupt bundle before Ray starts
@@ -83,13 +84,13 @@ def cmd_serve(args: Any, settings: Any) -> int:
         return fail(str(exc))
     ray_init(args.address)
     serve.deploy(files, opts, replicas=args.replicas, host=args.host, port=args.port)
-    print(
-        f"/cv on Ray Serve: http://{args.host}:{args.port}/cv?<path or URL>:<n> ({serve.replicas_running()} replicas)"
-    )
+    running = serve.replicas_running()
+    where = f"http://{args.host}:{args.port}/cv?<path or URL>:<n>"
+    print(f"/cv on Ray Serve: {where} ({running} replica{'' if running == 1 else 's'} running)", flush=True)
     if args.address:
         print("deployed; it keeps running on the cluster (run serve again with --replicas to scale it)")
         return 0
-    print("Ctrl-C stops it; another terminal can scale it: serve --bundle ... --replicas N --address auto")
+    print("Ctrl-C stops it; another terminal can scale it: serve --bundle ... --replicas N --address auto", flush=True)
     serve.wait_forever()
     return 0
 
@@ -112,10 +113,9 @@ def cmd_classify_bundle(args: Any, settings: Any, targets: list[str]) -> int:
     if not todo:
         written = 0
     elif args.ray:
-        try:
-            import ray
-        except ImportError:
+        if not extra.available():
             return fail(NO_RAY)
+        ray = extra.load("ray")
         ray_init(args.address)
         workers = args.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         written = classify_ray(files, todo, out, opts, progress, workers=workers)

@@ -6,6 +6,7 @@ meet in dynamic batches. Running `serve` again against the same Ray changes the 
 # FastAPI there must see its parameter types (Request, Query) as objects, not as names.
 
 import asyncio
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from ..settings import Settings, is_loopback
 from ..web.auth import LOOPBACK_NAMES, AuthMiddleware, Sessions
 from ..web.cv_body import read_cv_body
 from ..web.handlers import install_json_errors
+from . import extra
 from .model import Bundle
 
 APP_NAME = "cvtools"
@@ -66,8 +68,7 @@ def web_app(opts: ServeOptions) -> FastAPI:
 
 def application(files: dict[str, bytes], opts: ServeOptions, replicas: int) -> Any:
     """The Ray Serve application (a bound deployment) for a bundle's files."""
-    from ray import serve
-
+    serve = extra.load("ray.serve")
     app = web_app(opts)
 
     @serve.deployment(name="cv", num_replicas=replicas, ray_actor_options={"num_cpus": opts.threads})
@@ -113,22 +114,28 @@ def application(files: dict[str, bytes], opts: ServeOptions, replicas: int) -> A
 
 def deploy(files: dict[str, bytes], opts: ServeOptions, *, replicas: int, host: str, port: int) -> None:
     """Start (or update in place) the application; Ray must be initialised."""
-    from ray import serve
-
+    serve = extra.load("ray.serve")
     serve.start(http_options={"host": host, "port": port})
     serve.run(application(files, opts, replicas), name=APP_NAME, route_prefix="/", blocking=False)
 
 
 def replicas_running() -> int:
-    from ray import serve
-
-    app = serve.status().applications.get(APP_NAME)
+    app = extra.load("ray.serve").status().applications.get(APP_NAME)
     return 0 if app is None else sum(d.replica_states.get("RUNNING", 0) for d in app.deployments.values())
 
 
 def wait_forever() -> None:
+    """Until Ctrl-C or SIGTERM; then the application and the local Ray stop."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
+    finally:
+        extra.load("ray.serve").shutdown()
+        extra.load("ray").shutdown()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cvtools.bundle import extra
 from cvtools.bundle.sink import Sink
 from cvtools.settings import PROJECT_ROOT
 
@@ -93,9 +94,28 @@ def test_sink_repairs_a_torn_line(tmp_path: Path) -> None:
     assert out.read_text().count("\n") == 2 and out.read_text().endswith("\n")
 
 
-ray = pytest.importorskip("ray")
+needs_ray = pytest.mark.skipif(not extra.available(), reason=f"Ray is not installed ({extra.INSTALL})")
 
 
+def test_without_ray_a_clear_message(trained: Trained, tmp_path: Path) -> None:
+    """The optional extra missing: one sentence, exit 2, no traceback; the same command without --ray works."""
+    code = "import sys; sys.modules['ray'] = None\nfrom cvtools.__main__ import main\nsys.exit(main(sys.argv[1:]))"
+    folder = queries(trained, tmp_path)
+    for args in (["serve", "--bundle", str(trained.bundle)], ["classify", "--bundle", str(trained.bundle), "--ray"]):
+        extra_args = [str(folder), "--out", str(tmp_path / "o.jsonl")] if args[0] == "classify" else []
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *args, *extra_args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=PROJECT_ROOT,
+            env=ENV,
+        )
+        assert proc.returncode == 2 and "requirements-ray.txt" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+@needs_ray
 def test_ray_data_same_answers(trained: Trained, tmp_path: Path) -> None:
     folder, out = queries(trained, tmp_path), tmp_path / "ray.jsonl"
     proc = classify(trained.bundle, [str(folder)], out, "--ray", "--workers", "2", "--batch-size", "8")
@@ -103,6 +123,7 @@ def test_ray_data_same_answers(trained: Trained, tmp_path: Path) -> None:
     assert_like_app(trained, rows(out))
 
 
+@needs_ray
 def test_ray_stop_and_resume(trained: Trained, tmp_path: Path) -> None:
     """The whole run killed (driver and workers) while it writes: nothing written is lost, the next
     run adds only what is missing."""

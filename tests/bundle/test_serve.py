@@ -3,18 +3,25 @@ clients keep asking, and the token when one is set."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import httpx
 import pytest
 
 from cvtools.bundle import read_files
 from cvtools.bundle.batch import ray_init
+from cvtools.settings import PROJECT_ROOT
 
 from ..conftest import free_port
 from .conftest import Trained
+from .test_batch import ENV
 
 ray = pytest.importorskip("ray")
 from cvtools.bundle import serve  # noqa: E402  (needs ray's FastAPI)
@@ -105,3 +112,37 @@ def test_scale_without_a_stop_then_token(trained: Trained, served: tuple) -> Non
     assert httpx.get(url, timeout=30).status_code == 401
     ok = httpx.get(url, headers={"Authorization": "Bearer s3cret-token-for-tests"}, timeout=30)
     assert ok.status_code == 200 and close(trained.app_cv[name], ok.json())
+
+
+def test_serve_command_scale_from_another_process_and_stop(trained: Trained, tmp_path: Path) -> None:
+    """`serve` as a user runs it: a local Ray, then `serve --address auto --replicas 2` from a second
+    process changes the running application, and SIGTERM stops it all."""
+    port = free_port()
+    env = {**ENV, "CVTOOLS_DATASET_DIR": str(trained.settings.dataset_dir)}
+    cmd = [sys.executable, "-m", "cvtools", "serve", "--bundle", str(trained.bundle), "--port", str(port)]
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while "Ctrl-C" not in (tmp_path / "serve.log").read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.2)
+        name = sorted(trained.images)[0]
+        url = f"http://127.0.0.1:{port}/cv"
+        first = httpx.post(url, content=trained.images[name], params={"n": 0}, timeout=30)
+        assert first.status_code == 200, first.text
+        second = subprocess.run(
+            [*cmd, "--replicas", "2", "--address", "auto"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert second.returncode == 0 and "2 replicas running" in second.stdout, second.stdout + second.stderr[-3000:]
+        again = httpx.post(url, content=trained.images[name], params={"n": 0}, timeout=30)
+        assert again.status_code == 200 and again.json() == first.json()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    assert code == 0
