@@ -2,7 +2,8 @@
 
 Trains a head model on openclipart drawings (offline backbone), exports it as a bundle, and prints:
 - /cv throughput with `clients` concurrent clients: the app (`python run.py`), then Ray Serve with 1 and
-  2 replicas of the bundle, each as a ratio of the app's figure (the baseline, same process, same images);
+  2 single-thread replicas of the bundle and 1 replica of 2 threads, each as a ratio of the app's figure
+  (the baseline: same process, same images);
 - batch images/s over the same files: the app's CLI (`classify`), `classify --bundle` on this machine,
   and `classify --bundle --ray` with one worker per CPU; wall time of each command, start-up included.
 
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -118,14 +120,14 @@ def serve_figures(args: argparse.Namespace, dataset: Path, run: str, bundle: Pat
     opts = bserve.ServeOptions(public_dirs=(str(dataset),), base=str(dataset))
     files = read_files(bundle)
     try:
-        for replicas in (1, 2):
-            bserve.deploy(files, opts, replicas=replicas, host="127.0.0.1", port=port)
+        for replicas, threads in ((1, 1), (2, 1), (1, 2)):
+            bserve.deploy(files, replace(opts, threads=threads), replicas=replicas, host="127.0.0.1", port=port)
             urls = [f"http://127.0.0.1:{port}/cv?{q}" for q in qfiles]
             warm(urls)
             rps, err = throughput(urls, args.clients, args.seconds)
             print(
-                f"/cv Ray Serve, {replicas} replica(s), {args.clients} clients: {rps:.1f} req/s ({err} errors), "
-                f"{rps / app:.2f}x the app"
+                f"/cv Ray Serve, {replicas} replica(s) x {threads} thread(s), {args.clients} clients: "
+                f"{rps:.1f} req/s ({err} errors), {rps / app:.2f}x the app"
             )
     finally:
         ray_serve.shutdown()

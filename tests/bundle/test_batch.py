@@ -149,3 +149,39 @@ def test_ray_stop_and_resume(trained: Trained, tmp_path: Path) -> None:
     assert len(got) == total
     for name in trained.images:
         assert got[f"copy3-{name}"]["classification"] == got[name]["classification"]
+
+
+def map_workers() -> list[int]:
+    """PIDs of Ray Data's bundle workers (their process title starts with ray::MapWorker)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::MapWorker"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+@needs_ray
+def test_ray_worker_dies_mid_batch(trained: Trained, tmp_path: Path) -> None:
+    """One bundle worker killed while the run goes on: Ray retries its batch on a new worker; every
+    image is answered exactly once."""
+    folder = queries(trained, tmp_path)
+    for i in range(4):
+        for name, data in trained.images.items():
+            (folder / f"copy{i}-{name}").write_bytes(data)
+    out = tmp_path / "ray.jsonl"
+    cmd = [sys.executable, "-m", "cvtools", "classify", "--bundle", str(trained.bundle), str(folder)]
+    cmd += ["--out", str(out), "--ray", "--workers", "2", "--batch-size", "4"]
+    proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=ENV, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and (not out.is_file() or out.read_text().count("\n") < 12):
+        time.sleep(0.05)
+    victims = map_workers()
+    assert victims, "no Ray Data worker found"
+    os.kill(victims[0], signal.SIGKILL)
+    assert proc.wait(240) == 0
+    got = rows(out)
+    assert len(got) == len(trained.images) * 5 + 1
+    assert all("classification" in r for n, r in got.items() if n != "broken.png")
