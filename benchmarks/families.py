@@ -89,4 +89,14 @@ def wesnoth(min_units: int = 8, frames: bool = False) -> Family:
     return Family("wesnoth", root, cats, dev, report)
 
 
-FAMILIES = {"openclipart": openclipart, "wesnoth": wesnoth}
+def glyphs() -> Family:
+    """Characters rendered from Debian's fonts (fetch-glyphs.sh); a category is a character (A-Z, 0-9),
+    its images one per typeface (37), so a split by file is a split by typeface. Synthetic print: a
+    style unlike drawings and sprites."""
+    root = fetched("glyphs")
+    cats = {p.name: sorted(p.glob("*.png")) for p in sorted(root.iterdir()) if p.is_dir()}
+    dev, report = _halves(list(cats), "glyphs")
+    return Family("glyphs", root, cats, dev, report)
+
+
+FAMILIES = {"openclipart": openclipart, "wesnoth": wesnoth, "glyphs": glyphs}

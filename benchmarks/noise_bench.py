@@ -70,9 +70,12 @@ def main() -> None:
     environment()
     ap = argparse.ArgumentParser()
     ap.add_argument("--per-category", type=int, default=40)
+    ap.add_argument("--family", choices=sorted(FAMILIES), action="append", help="default: every family")
     args = ap.parse_args()
     out: dict[str, dict] = {}
     for name, make in FAMILIES.items():
+        if args.family and name not in args.family:
+            continue
         family = make()
         views, truth, shas = embedded(family, args.per_category)
         out[name] = {"images": len(truth), "categories": len(family.report)}

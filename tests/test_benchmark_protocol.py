@@ -15,6 +15,16 @@ def test_halves_are_disjoint_complete_and_fixed() -> None:
     assert abs(len(dev) - len(report)) <= 1
     assert _halves(list(reversed(names)), "openclipart") == (dev, report)  # order of discovery: no matter
     assert _halves(names, "wesnoth") != (dev, report)  # each family has its own split
+    assert _halves(names, "glyphs") not in ((dev, report), _halves(names, "wesnoth"))
+
+
+def test_every_family_has_a_fetch_script() -> None:
+    from benchmarks.families import FAMILIES
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    assert len(FAMILIES) >= 3
+    for name in FAMILIES:
+        assert (root / f"fetch-{name}.sh").is_file(), name
 
 
 def test_wesnoth_frames_belong_to_their_unit() -> None:

@@ -1,0 +1,185 @@
+"""Accuracy and unknowns under the dev/report protocol. Each seed draws known categories from one half (dev or
+report) of a family, trains head mode through the app (every default and the calibration as shipped)
+on their training images, and scores held-out known images, near unknowns (other categories of the
+same half, which no group holds) and far unknowns (the same half of another family).
+
+Detectors compared on the same features (OpenOOD v1.5's post-hoc methods for frozen features): maximum
+probability, energy, k-NN distance on normalised features (k = 1 and 5), relative Mahalanobis (on 64
+principal components), and the
+shipped rank mix (`openset.Calibration`). AUROC by scikit-learn; for the shipped calibrated verdict also
+the share of known images called unknown and of unknowns caught. On the same run, the accuracy levers
+of benchmarks/levers.py (head, cross-validated probe, cache blends). Choices are read on `dev` only.
+
+    python -m benchmarks.protocol_bench [--half dev|report|both] [--train 30 --test 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.covariance import LedoitWolf
+from sklearn.decomposition import PCA
+from sklearn.metrics import roc_auc_score
+
+from cvtools import imaging
+from cvtools.vision.embeddings import Item, Pipeline
+from cvtools.vision.openset import _power
+from cvtools.vision.predictor import load_predictor
+
+from .common import build, environment, import_files, train
+from .families import FAMILIES, Family
+from .levers import accuracy
+
+SEEDS = (0, 1, 2)
+KNOWN = 6
+NEAR_CATS = 4
+N_UNKNOWN = 60
+MAHA_DIMS = 64  # principal components kept for the Mahalanobis detector
+
+
+def draw(family: Family, half: str, seed: int, n_train: int, n_test: int) -> tuple[dict, list[Path]]:
+    """Known groups (training and held-out files) and near-unknown files, from one half only."""
+    rng = random.Random(f"{family.name}-{half}-{seed}")
+    cats = sorted(getattr(family, half))
+    rng.shuffle(cats)
+    known_n = min(KNOWN, len(cats) - 2)  # at least two categories left as near unknowns
+    known, rest = cats[:known_n], cats[known_n : known_n + NEAR_CATS]
+    groups = {}
+    for cat in sorted(known):
+        files = list(family.categories[cat])
+        rng.shuffle(files)
+        k = min(n_train, int(len(files) * 0.65))
+        groups[cat.replace("/", "-")] = (files[:k], files[k : k + n_test])
+    near = [p for c in rest for p in family.categories[c]]
+    rng.shuffle(near)
+    return groups, near[:N_UNKNOWN]
+
+
+def far_files(family: Family, half: str, seed: int) -> list[Path]:
+    files = family.files(half)
+    return random.Random(f"far-{family.name}-{seed}").sample(files, min(N_UNKNOWN, len(files)))
+
+
+def embed(pipe: Pipeline, files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    items = [(Item(imaging.sha256_file(p), p), [0, 1]) for p in files]
+    vecs: dict[tuple[str, int], np.ndarray] = {}
+    for keys, out in pipe.run(items):
+        vecs.update(zip(keys, out, strict=True))
+    ok = [it for it, _ in items if (it.sha256, 0) in vecs]
+    return tuple(np.stack([vecs[(it.sha256, v)] for it in ok]) for v in (0, 1))  # type: ignore[return-value]
+
+
+class Detectors:
+    """Scores (higher: more unknown) fitted on the training embeddings of one run."""
+
+    def __init__(self, x_train: np.ndarray, y_train: np.ndarray, p: object) -> None:
+        self.p = p
+        self.cal = p.calibration  # type: ignore[attr-defined]
+        # Mahalanobis needs a covariance; 1,280 dimensions from ~200 images do not give one, so the
+        # power-normalised features are first projected on their principal components.
+        self.pca = PCA(n_components=min(MAHA_DIMS, len(x_train) - 1), random_state=0).fit(_power(x_train))
+        self.y_train = y_train
+        z = self.pca.transform(_power(x_train))
+        self.means = np.stack([z[y_train == c].mean(0) for c in np.unique(y_train)])
+        self.within = LedoitWolf().fit(z - self.means[y_train]).precision_
+        self.background = LedoitWolf().fit(z)
+
+    def _logits(self, h0: np.ndarray, h1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        head = self.p.head  # type: ignore[attr-defined]
+        head.eval()
+        with torch.inference_mode():
+            l0, l1 = (head(torch.from_numpy(v)).numpy() for v in (h0, h1))
+        e0, e1 = np.exp(l0 - l0.max(1, keepdims=True)), np.exp(l1 - l1.max(1, keepdims=True))
+        probs = (e0 / e0.sum(1, keepdims=True) + e1 / e1.sum(1, keepdims=True)) / 2
+        return (l0 + l1) / 2, probs
+
+    def _maha(self, z: np.ndarray) -> np.ndarray:
+        d = z[:, None, :] - self.means[None]
+        within = np.einsum("nkd,de,nke->nk", d, self.within, d).min(1)
+        bg = z - self.background.location_
+        return within - np.einsum("nd,de,ne->n", bg, self.background.precision_, bg)
+
+    def scores(self, h0: np.ndarray, h1: np.ndarray) -> dict[str, np.ndarray]:
+        logits, probs = self._logits(h0, h1)
+        sims = np.sort(self.cal.space(h0) @ self.cal.vectors.T, axis=1)[:, ::-1]
+        judged = [self.cal.judge(pr, f) for pr, f in zip(probs, h0, strict=True)]
+        return {
+            "max probability": -probs.max(1),
+            "energy": -(logits.max(1) + np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1))),
+            "k-NN, k=1": 1 - sims[:, 0],
+            "k-NN, k=5": 1 - sims[:, min(4, sims.shape[1] - 1)],
+            "relative Mahalanobis": self._maha(self.pca.transform(_power(h0))),
+            "rank mix (shipped)": np.array([j["score"] for j in judged]),
+            "_unknown": np.array([j["unknown"] for j in judged], dtype=float),
+        }
+
+
+def one(family: Family, other: Family, half: str, seed: int, n_train: int, n_test: int) -> dict[str, float]:
+    settings, sv = build(load=False)
+    groups, near = draw(family, half, seed, n_train, n_test)
+    for g, (tr, _) in groups.items():
+        import_files(sv.dataset, g, tr)
+    bb = sv.models.backbone()
+    run = train(sv, "head")
+    p = load_predictor(sv.models.registry.run_dir(run), bb)
+    classes = sorted(groups)
+    rows = sv.dataset.with_status("group")
+    x_tr = sv.store.get(bb.fingerprint, [r.sha256 for r in rows], 0, bb.feature_dim)
+    det = Detectors(x_tr, np.array([classes.index(r.group) for r in rows]), p)
+    pipe = Pipeline(
+        pre=bb.preprocess, forward=bb.features, batch_size=settings.batch_size, max_pixels=settings.max_image_pixels
+    )
+    known = [f for g in classes for f in groups[g][1]]
+    h0, h1 = embed(pipe, known)
+    y_known = np.array([classes.index(g) for g in classes for _ in groups[g][1]])
+    levers = accuracy(p.head, x_tr, det.y_train, h0, h1, y_known)
+    sets = {
+        "known": det.scores(h0, h1),
+        "near": det.scores(*embed(pipe, near)),
+        "far": det.scores(*embed(pipe, far_files(other, half, seed))),
+    }
+    sv.close()
+    out: dict[str, float] = {
+        "false rejections": float(sets["known"]["_unknown"].mean()),
+        "near caught": float(sets["near"]["_unknown"].mean()),
+        "far caught": float(sets["far"]["_unknown"].mean()),
+        **levers,
+    }
+    for name in sets["known"]:
+        if name.startswith("_"):
+            continue
+        for kind in ("near", "far"):
+            y = np.r_[np.zeros(len(sets["known"][name])), np.ones(len(sets[kind][name]))]
+            out[f"{name} | {kind} AUROC"] = float(roc_auc_score(y, np.r_[sets["known"][name], sets[kind][name]]))
+    return out
+
+
+def main() -> None:
+    environment()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--half", choices=["dev", "report", "both"], default="both")
+    ap.add_argument("--train", type=int, default=30)
+    ap.add_argument("--test", type=int, default=15)
+    args = ap.parse_args()
+    families = {name: make() for name, make in FAMILIES.items()}
+    names = list(families)
+    table = {}
+    for half in ("dev", "report") if args.half == "both" else (args.half,):
+        for i, name in enumerate(names):
+            other = families[names[(i + 1) % len(names)]]
+            runs = [one(families[name], other, half, s, args.train, args.test) for s in SEEDS]
+            summary = {
+                k: f"{np.mean([r[k] for r in runs]):.3f} ± {np.std([r[k] for r in runs], ddof=1):.3f}" for k in runs[0]
+            }
+            table[f"{half} | {name} (far: {other.name})"] = summary
+            print(json.dumps({f"{half} | {name}": summary, "runs": runs}), flush=True)
+    print(json.dumps(table, indent=1))
+
+
+if __name__ == "__main__":
+    main()
