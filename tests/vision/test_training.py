@@ -225,3 +225,21 @@ def test_offline_fallback_backbone(dataset_dir: Path) -> None:
         fill_classes(c, per_class=4, classes=("red", "blue"))
         run = run_training(c, "head", epochs=10, augment_views=1)
         assert run["backbone"] == "efficientnet-lite0" and run["best"]["accuracy"] == 1.0
+
+
+def test_an_image_that_no_longer_decodes_fails_the_job_by_name(tiny_client: TestClient) -> None:
+    """A Group image overwritten on disk after it was added: the run fails with a message that names it;
+    nothing else changes and the app keeps answering."""
+    fill_classes(tiny_client, per_class=6)
+    victim = tiny_client.get("/api/groups/red/images").json()["images"][0]
+    Path(victim["path"]).write_bytes(b"this is no longer a PNG")
+    r = tiny_client.post("/api/train", json={"mode": "head", "params": {"epochs": 3}})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job"]
+    deadline = time.monotonic() + 120
+    while (job := tiny_client.get(f"/api/jobs/{job_id}").json())["state"] not in ("done", "failed", "cancelled"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert job["state"] == "failed" and Path(victim["path"]).name in job["error"], job
+    assert "Traceback" not in job["error"]
+    assert tiny_client.get("/api/status").status_code == 200
