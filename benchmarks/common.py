@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+
+import httpx
 
 from cvtools import imaging
 from cvtools.dataset import Dataset, Incoming
@@ -169,8 +173,6 @@ def start_server(
     dataset: Path, env: dict[str, str] | None = None, run: str | None = None
 ) -> tuple[subprocess.Popen, str, float]:
     """`python run.py` in a subprocess; returns when it answers (and serves `run`, when given)."""
-    import httpx
-
     port = free_port()
     t0 = time.perf_counter()
     proc = subprocess.Popen(
@@ -203,3 +205,28 @@ def start_server(
 
 def cpu_note() -> str:
     return f"{os.cpu_count()} CPU cores"
+
+
+def throughput(urls: list[str], clients: int, seconds: float) -> tuple[float, int]:
+    """GET requests answered per second by `clients` threads, each cycling through the URLs (from its
+    own offset); and the number of answers other than 200."""
+    stop = time.perf_counter() + seconds
+    counts, errors = [0] * clients, [0] * clients
+
+    def loop(k: int) -> None:
+        with httpx.Client(timeout=60) as c:
+            for url in itertools.islice(itertools.cycle(urls), k, None):
+                if time.perf_counter() >= stop:
+                    return
+                if c.get(url).status_code == 200:
+                    counts[k] += 1
+                else:
+                    errors[k] += 1
+
+    threads = [threading.Thread(target=loop, args=(k,)) for k in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - t0), sum(errors)

@@ -23,10 +23,10 @@ def head_logprobs(head: torch.nn.Module, h0: np.ndarray, h1: np.ndarray) -> np.n
     return np.log(np.clip(p.numpy(), 1e-12, 1))
 
 
-def cache_votes(x_tr: np.ndarray, y_tr: np.ndarray, h0: np.ndarray, beta: float, n_classes: int) -> np.ndarray:
-    """Per class, the summed affinity of a query to that class's training images (power-normalised)."""
-    a, b = _power(x_tr), _power(h0)
-    affinity = np.exp(-beta * (1 - b @ a.T))
+def cache_votes(cos: np.ndarray, y_tr: np.ndarray, beta: float, n_classes: int) -> np.ndarray:
+    """Per class, the summed affinity of each query to that class's training images, from their cosine
+    similarities (power-normalised features)."""
+    affinity = np.exp(-beta * (1 - cos))
     onehot = np.eye(n_classes, dtype=np.float32)[y_tr]
     votes = affinity @ onehot
     return votes / np.maximum(votes.sum(1, keepdims=True), 1e-12)
@@ -42,8 +42,9 @@ def accuracy(
     out["acc | probe"] = float((probe.predict(h0) == y).mean())
     probe_p = LogisticRegressionCV(Cs=CS, cv=5, max_iter=3000).fit(_power(x_tr), y_tr)
     out["acc | probe, power-normalised"] = float((probe_p.predict(_power(h0)) == y).mean())
+    cos = _power(h0) @ _power(x_tr).T
     for beta in BETAS:
-        votes = cache_votes(x_tr, y_tr, h0, beta, n)
+        votes = cache_votes(cos, y_tr, beta, n)
         out[f"acc | k-NN vote alone, beta {beta:g}"] = float((votes.argmax(1) == y).mean())
         for alpha in ALPHAS:
             blend = lp + alpha * np.log(np.clip(votes, 1e-12, 1))

@@ -13,11 +13,9 @@ Trains a head model on openclipart drawings (offline backbone), exports it as a 
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,33 +24,19 @@ import httpx
 
 from cvtools.settings import PROJECT_ROOT
 
-from .common import CATEGORIES, build, category_files, cpu_note, environment, import_files, split_files, start_server
+from .common import (
+    CATEGORIES,
+    build,
+    category_files,
+    cpu_note,
+    environment,
+    import_files,
+    split_files,
+    start_server,
+    throughput,
+)
 from .families import openclipart as family
 from .serve_bench import make_query_jpeg
-
-
-def throughput(urls: list[str], clients: int, seconds: float) -> tuple[float, int]:
-    """Requests answered per second by `clients` threads, each cycling through the URLs."""
-    stop = time.perf_counter() + seconds
-    counts, errors = [0] * clients, [0] * clients
-
-    def loop(k: int) -> None:
-        with httpx.Client(timeout=60) as c:
-            for url in itertools.islice(itertools.cycle(urls), k, None):
-                if time.perf_counter() >= stop:
-                    return
-                if c.get(url).status_code == 200:
-                    counts[k] += 1
-                else:
-                    errors[k] += 1
-
-    threads = [threading.Thread(target=loop, args=(k,)) for k in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.perf_counter() - t0), sum(errors)
 
 
 def warm(urls: list[str]) -> None:
@@ -100,9 +84,8 @@ def prepare(args: argparse.Namespace) -> tuple[Path, Path, str, Path, list[Path]
 def serve_figures(args: argparse.Namespace, dataset: Path, run: str, bundle: Path, qfiles: list[Path]) -> None:
     from ray import serve as ray_serve
 
-    from cvtools.bundle import read_files
+    from cvtools.bundle import extra, read_files
     from cvtools.bundle import serve as bserve
-    from cvtools.bundle.batch import ray_init
 
     from .common import free_port
 
@@ -115,7 +98,7 @@ def serve_figures(args: argparse.Namespace, dataset: Path, run: str, bundle: Pat
         server.terminate()
         server.wait(10)
     print(f"/cv app (python run.py), {args.clients} clients: {app:.1f} req/s ({app_err} errors) [baseline]")
-    ray_init(None)
+    extra.init(None)
     port = free_port()
     opts = bserve.ServeOptions(public_dirs=(str(dataset),), base=str(dataset))
     files = read_files(bundle)

@@ -14,7 +14,6 @@ import argparse
 import io
 import json
 import statistics
-import threading
 import time
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from .common import (
     openclipart,
     split_files,
     start_server,
+    throughput,
 )
 
 
@@ -98,27 +98,7 @@ def main() -> None:
                 c.get(url).raise_for_status()
                 lat.append(time.perf_counter() - t0)
 
-        def throughput(clients: int) -> tuple[float, int]:
-            stop = time.perf_counter() + args.seconds
-            counts, errors = [0] * clients, [0] * clients
-
-            def loop(k: int) -> None:
-                with httpx.Client(timeout=30) as c:
-                    while time.perf_counter() < stop:
-                        if c.get(url).status_code == 200:
-                            counts[k] += 1
-                        else:
-                            errors[k] += 1
-
-            threads = [threading.Thread(target=loop, args=(k,)) for k in range(clients)]
-            t0 = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            return sum(counts) / (time.perf_counter() - t0), sum(errors)
-
-        tput = {n: throughput(n) for n in (1, 4, 8)}
+        tput = {n: throughput([url], n, args.seconds) for n in (1, 4, 8)}
     finally:
         server.terminate()
         server.wait(10)

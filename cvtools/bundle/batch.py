@@ -4,7 +4,6 @@ nothing already written and the next run goes on where it stopped."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -90,19 +89,6 @@ class RayWorker:
         paths = [str(p) for p in batch["path"]]
         rows = answer_chunk(self.bundle, paths, self.opts, self.pool)
         return {"path": np.array(paths, dtype=object), "row": np.array([json.dumps(r) for r in rows], dtype=object)}
-
-
-def ray_init(address: str | None) -> None:
-    """A local Ray without an address; on a cluster the cvtools package travels with the job."""
-    import cvtools
-
-    ray = extra.load("ray")
-    if ray.is_initialized():
-        return
-    if address:
-        ray.init(address=address, runtime_env={"py_modules": [os.path.dirname(cvtools.__file__)]}, log_to_driver=False)
-    else:
-        ray.init(include_dashboard=False, log_to_driver=False)
 
 
 def classify_ray(

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from . import extra
-from .batch import BatchOptions, classify_local, classify_ray, ray_init
-from .model import BundleError, load_bundle, read_files
+from .batch import BatchOptions, classify_local, classify_ray
+from .model import Bundle, BundleError, read_files
 from .sink import Sink
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
@@ -78,11 +78,11 @@ def cmd_serve(args: Any, settings: Any) -> int:
 
     try:
         files = read_files(Path(args.bundle))
-        load_bundle(args.bundle, threads=1)  # refuse a foreign or corrupt bundle before Ray starts
+        Bundle.from_files(files, threads=1)  # refuse a foreign or corrupt bundle before Ray starts
         opts = serve.ServeOptions.from_settings(settings, args.host, threads=args.threads)
     except (BundleError, ValueError) as exc:
         return fail(str(exc))
-    ray_init(args.address)
+    extra.init(args.address)
     serve.deploy(files, opts, replicas=args.replicas, host=args.host, port=args.port)
     running = serve.replicas_running()
     where = f"http://{args.host}:{args.port}/cv?<path or URL>:<n>"
@@ -107,7 +107,7 @@ def cmd_classify_bundle(args: Any, settings: Any, targets: list[str]) -> int:
     opts = BatchOptions(policy=policy, unknown_detection=settings.unknown_detection, batch_size=args.batch_size)
     try:
         files = read_files(Path(args.bundle))
-        bundle = load_bundle(args.bundle, threads=None if not args.ray else 1)
+        bundle = Bundle.from_files(files, threads=1 if args.ray else None)
     except BundleError as exc:
         return fail(str(exc))
     if not todo:
@@ -116,7 +116,7 @@ def cmd_classify_bundle(args: Any, settings: Any, targets: list[str]) -> int:
         if not extra.available():
             return fail(NO_RAY)
         ray = extra.load("ray")
-        ray_init(args.address)
+        extra.init(args.address)
         workers = args.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         written = classify_ray(files, todo, out, opts, progress, workers=workers)
     else:

@@ -6,6 +6,7 @@ knows requirements.txt and requirements-test.txt only; Ray is declared in requir
 from __future__ import annotations
 
 import importlib
+import os
 from types import ModuleType
 
 INSTALL = "pip install -r requirements-ray.txt"
@@ -29,3 +30,16 @@ def available() -> bool:
     except MissingExtra:
         return False
     return True
+
+
+def init(address: str | None) -> None:
+    """A local Ray without an address; on a cluster the cvtools package travels with the job."""
+    import cvtools
+
+    ray = load("ray")
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, runtime_env={"py_modules": [os.path.dirname(cvtools.__file__)]}, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from ..errors import NotAnImage, TooLarge
 from ..vision.answers import Ranked, label_set, rank, verdict
 from ..vision.labelsets import Layout
 from ..vision.openset import Calibration
+from ..vision.ort_session import open_session
 from ..vision.preprocess import Preprocess
 
 FORMAT = "cvtools-bundle"
@@ -71,14 +71,8 @@ def _manifest(files: dict[str, bytes]) -> dict[str, Any]:
 
 
 def _session(model: bytes, threads: int | None) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or max(1, os.cpu_count() or 1)
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        return open_session(model, threads=threads, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for a broken graph
         raise BundleError(f"corrupt bundle: model.onnx does not load ({type(exc).__name__})") from None
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 import time
 import zipfile
@@ -18,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import __version__
-from ..bundle.model import FORMAT, FORMAT_VERSION, MANIFEST, BundleError, load_bundle
+from ..bundle.model import FORMAT, FORMAT_VERSION, MANIFEST, Bundle, BundleError
 from ..errors import BadInput
 from . import multilabel as ml
 from .models import ModelManager
@@ -84,12 +83,23 @@ def _files(p: Predictor, run_dir: Path, work: Path) -> dict[str, bytes]:
     return files
 
 
-def check_parity(p: Predictor, bundle_dir: Path) -> float:
+def check_parity(p: Predictor, files: dict[str, bytes]) -> float:
     """The largest probability difference between the bundle and the app's forward pass."""
     batch = sample_batch(p.preprocess.size)
     want = p.analyze(batch)[0]
-    got = load_bundle(bundle_dir, threads=1).run(batch.numpy())[0]
+    got = Bundle.from_files(files, threads=1).run(batch.numpy())[0]
     return float(np.abs(got - want).max())
+
+
+def _stage(files: dict[str, bytes], staged: Path, as_zip: bool) -> None:
+    if as_zip:
+        with zipfile.ZipFile(staged, "w", zipfile.ZIP_DEFLATED) as z:
+            for name, data in files.items():
+                z.writestr(name, data)
+        return
+    staged.mkdir()
+    for name, data in files.items():
+        (staged / name).write_bytes(data)
 
 
 def write_bundle(models: ModelManager, run: str | None, dest: Path, *, max_pixels: int) -> Path:
@@ -101,23 +111,13 @@ def write_bundle(models: ModelManager, run: str | None, dest: Path, *, max_pixel
         raise BadInput(f"{dest} already exists; give a new folder or .zip")
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        work, folder = Path(tmp) / "work", Path(tmp) / "bundle"
-        work.mkdir()
-        folder.mkdir()
-        files = _files(p, models.registry.run_dir(p.run), work)
+        files = _files(p, models.registry.run_dir(p.run), Path(tmp))
         files[MANIFEST] = json.dumps(_manifest(p, max_pixels, files), indent=1).encode()
-        for name, data in files.items():
-            (folder / name).write_bytes(data)
-        diff = check_parity(p, folder)
+        diff = check_parity(p, files)
         if not diff <= PARITY_TOL:
             raise BundleError(f"the exported model differs from the app's answers by {diff:.1e}; not written")
         staged = Path(tmp) / "out"
-        if dest.suffix.lower() == ".zip":
-            with zipfile.ZipFile(staged, "w", zipfile.ZIP_DEFLATED) as z:
-                for name in files:
-                    z.write(folder / name, name)
-        else:
-            shutil.copytree(folder, staged)
+        _stage(files, staged, dest.suffix.lower() == ".zip")
         if dest.is_dir():
             dest.rmdir()
         os.replace(staged, dest)  # one rename: a stop half-way leaves no half-written bundle

@@ -5,33 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-from torch.nn import functional as F
-
-from . import multilabel as ml
+from .bundle_export import AnswerModule
 from .models import ModelManager
-from .onnx_runtime import Wrapped, export_classifier, prepare_for_export
+from .onnx_runtime import Wrapped, export_classifier
 from .predictor import Predictor
 
 
 def probability_module(p: Predictor) -> Wrapped:
-    """The model's whole answer as one module: features, head, softmax (or the multi-label layout), and
-    the same mirror-image averaging as the app's own answers."""
-    prepare_for_export(p.backbone.model)
-    if p.head is not None:
-        prepare_for_export(p.head)
-
-    def to_probs(logits: torch.Tensor) -> torch.Tensor:
-        return ml.probabilities(logits, p.layout) if p.layout else F.softmax(logits, dim=1)
-
-    def probabilities(x: torch.Tensor) -> torch.Tensor:
-        probs = to_probs(p.logits_from_features(p.backbone.features_torch(x)))
-        if p.tta_flip:
-            flipped = to_probs(p.logits_from_features(p.backbone.features_torch(torch.flip(x, dims=[3]))))
-            probs = (probs + flipped) / 2
-        return probs
-
-    return Wrapped(probabilities)
+    """The model's whole answer as one module (features, head, softmax or the multi-label layout, the
+    mirror-image averaging): the bundle's graph without its features output."""
+    answer = AnswerModule(p)
+    return Wrapped(lambda x: answer(x)[0])
 
 
 def export_onnx(models: ModelManager, run: str) -> Path:

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .ort_session import open_session
+
 log = logging.getLogger(__name__)
 
 OPSET = 17
@@ -75,16 +77,7 @@ class OrtModel:
     """A thread-safe ONNX Runtime session with the callable shape of a torch module."""
 
     def __init__(self, path: Path) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, os.cpu_count() or 1)
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Waiting threads sleep instead of spinning: the forward pass shares two cores with decoding
-        # threads and request handlers, and spinning burns the time they need.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-        self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        self.session = open_session(path)
         self.input = self.session.get_inputs()[0].name
         self.provider = self.session.get_providers()[0]
 

@@ -86,10 +86,10 @@ class Classifier:
         self.models.require_production()
         image = self.decode(data)
         if self.settings.cv_unknown:
-            ranked, _, verdict = self.analyze_full(image)
+            ranked, _, judged = self.analyze_full(image)
         else:  # the original format: no open-set search on this hot path
-            (ranked, _), verdict = self.analyze(image), {}
-        return cv_list(ranked, n, verdict.get("score"))
+            (ranked, _), judged = self.analyze(image), {}
+        return cv_list(ranked, n, judged.get("score"))
 
     def classify_many(
         self,

@@ -10,20 +10,18 @@ from pathlib import Path
 from typing import ClassVar
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..dataset.journal import storage_message
-from ..errors import CVError
 from ..services import build_services
 from ..settings import PROJECT_ROOT, Settings, is_loopback
 from . import api_analysis, api_cv, api_dataset, api_grab, api_jobs, api_learning, pages
 from .auth import LOOPBACK_NAMES, AuthMiddleware, LoginThrottle, Sessions
 from .events import EventHub
-from .handlers import validation_message
+from .handlers import install_json_errors
 
 log = logging.getLogger(__name__)
 ROUTERS = [
@@ -114,9 +112,8 @@ class SecurityHeadersMiddleware:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(CVError)
-    async def _cv_error(request: Request, exc: CVError) -> Response:
-        return JSONResponse({"detail": exc.detail}, exc.status)
+    """The shared JSON errors, then the app's own two: a later handler for a class replaces the earlier."""
+    install_json_errors(app)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -125,10 +122,6 @@ def _install_error_handlers(app: FastAPI) -> None:
             # Starlette names only the first route of the path; the answer lists every method it has.
             headers["Allow"] = ", ".join(_allowed_methods(request, headers.get("Allow", "")))
         return JSONResponse({"detail": str(exc.detail)}, exc.status_code, headers=headers or None)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        return JSONResponse({"detail": validation_message(exc)}, 422)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -29,7 +29,7 @@ class Trained:
     zip_bytes: bytes  # GET /api/models/{run}/export?format=bundle
 
 
-def test_images(folder: Path) -> dict[str, bytes]:
+def query_images(folder: Path) -> dict[str, bytes]:
     """Images of every kind the app decodes: PNG, big JPEG (reduced decoding), RGBA, GIF, WebP, odd sizes."""
     rng = random.Random(7)
     out: dict[str, bytes] = {}
@@ -52,7 +52,7 @@ def test_images(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="package")
 def trained(tmp_path_factory: pytest.TempPathFactory, tiny_convnext: Path) -> Iterator[Trained]:
     root = tmp_path_factory.mktemp("bundle")
-    images = test_images(root / "queries")
+    images = query_images(root / "queries")
     settings = Settings(
         dataset_dir=root / "dataset",
         neuronet=str(tiny_convnext),

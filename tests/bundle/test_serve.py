@@ -15,8 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cvtools.bundle import read_files
-from cvtools.bundle.batch import ray_init
+from cvtools.bundle import extra, read_files
 from cvtools.settings import PROJECT_ROOT
 
 from ..conftest import free_port
@@ -29,7 +28,7 @@ from cvtools.bundle import serve  # noqa: E402  (needs ray's FastAPI)
 
 @pytest.fixture(scope="module")
 def served(trained: Trained) -> Iterator[tuple[str, serve.ServeOptions, dict[str, bytes]]]:
-    ray_init(None)
+    extra.init(None)
     port = free_port()
     opts = serve.ServeOptions.from_settings(trained.settings, "127.0.0.1")
     files = read_files(trained.bundle)
