@@ -4,6 +4,7 @@ an unreadable file is skipped with its reason, never a failed job."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import random
 from pathlib import Path
@@ -103,6 +104,40 @@ def test_plain_images_use_the_pixel_rule() -> None:
     other = Image.new("RGB", (200, 200), "white")
     ImageDraw.Draw(other).rectangle((20, 20, 90, 180), fill=(200, 40, 40))
     assert not verdict(plain, other).same
+
+
+def test_skipped_comparisons_never_change_a_verdict() -> None:
+    """verify() skips what decide() would not look at: without the gate (min_start), its verdicts are
+    those of the full measure under the same thresholds."""
+    originals = [drawing(seed) for seed in (11, 12, 13)]
+    images = originals + [edit(originals[0]) for edit in EDITS.values()] + [ImageOps.mirror(originals[1])]
+    feats = [geometry.of_image(im) for im in images]
+    ungated = dataclasses.replace(geometry.THRESHOLDS, min_start=-1.0)
+    for a in feats[:3]:
+        for b in feats:
+            fast, full = geometry.verify(a, b, ungated), geometry.decide(geometry.measure(a, b), ungated)
+            assert (fast.same, fast.method, fast.reason) == (full.same, full.method, full.reason)
+            # The gate may only refuse without refining, never accept what the full check refuses.
+            assert full.same or not geometry.verify(a, b, dataclasses.replace(ungated, min_start=0.5)).same
+
+
+def test_blocked_neighbour_search_is_the_brute_force_one() -> None:
+    """Blocks above the diagonal only, pruned to k per row after each block: the same pairs as every
+    row's k nearest within the distance, over block boundaries and with ties."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(40, 64)).astype(np.float32)
+    x = np.repeat(centres, 60, axis=0) + 0.6 * rng.normal(size=(2400, 64)).astype(np.float32)
+    x[100] = x[101]  # an exact tie
+    got = {(i, j): d for i, j, d in duplicates.embedding_pairs(x, 0.3, neighbours=5)}
+    u = duplicates.unit(x)
+    sims = u @ u.T
+    np.fill_diagonal(sims, -np.inf)
+    want = set()
+    for i in range(len(x)):
+        near = [j for j in np.argsort(-sims[i], kind="stable")[:5] if sims[i, j] >= 0.7]
+        want |= {(min(i, j), max(i, j)) for j in near}
+    assert len(want) > 2000 and set(got) == want
+    assert all(abs(d - (1.0 - sims[i, j])) < 1e-5 for (i, j), d in got.items())
 
 
 def test_features_are_cached_per_content(tmp_path: Path) -> None:

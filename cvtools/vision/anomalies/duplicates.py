@@ -107,30 +107,49 @@ def embedding_pairs(
         _, _, vt = np.linalg.svd(sample - mean, full_matrices=False)
         # Distances are kept in the projected space with the full norm, so the cut stays comparable.
         search, margin = unit((x - mean) @ vt[:project_to].T), 0.05
-    cut = 1.0 - (max_distance + margin)
-    out: dict[tuple[int, int], float] = {}
+    ii, jj = _nearest(search, 1.0 - (max_distance + margin), neighbours)
+    lo, hi = np.minimum(ii, jj), np.maximum(ii, jj)
+    _, first = np.unique(lo * n + hi, return_index=True)  # (i, j) and (j, i) are one pair
+    lo, hi = lo[first], hi[first]
+    dist = np.concatenate(  # at full dimension, a bounded slice at a time
+        [1.0 - np.einsum("ij,ij->i", x[lo[k : k + 65536]], x[hi[k : k + 65536]]) for k in range(0, len(lo), 65536)]
+        or [np.zeros(0, np.float32)]
+    )
+    keep = dist <= max_distance
+    return list(zip(lo[keep].tolist(), hi[keep].tolist(), np.maximum(dist[keep], 0.0).tolist(), strict=True))
+
+
+def _nearest(x: np.ndarray, cut: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns): each row's at most k most similar other rows among those reaching `cut`.
+    Only the blocks on and above the diagonal are multiplied (the similarity is symmetric), the cut
+    comes first (few pass it) and only rows with a hit are searched for their positions; the kept
+    neighbours are pruned to k per row after every block, so memory stays n x k."""
+    n = len(x)
+    rows, cols, sims = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     for start in range(0, n, BLOCK):
-        sims = search[start : start + BLOCK] @ search.T
-        rows = np.arange(len(sims))
-        sims[rows, start + rows] = -np.inf  # not its own neighbour
-        for i, j in _nearest(sims, cut, neighbours):
-            i += start
-            if (d := float(1.0 - x[i] @ x[j])) <= max_distance:
-                out[(min(i, j), max(i, j))] = max(0.0, d)
-    return [(i, j, d) for (i, j), d in out.items()]
+        block = x[start : start + BLOCK] @ x[start:].T
+        size = len(block)
+        block[:, :size][np.tril_indices(size)] = -np.inf  # itself and pairs seen from the other side
+        hit = np.flatnonzero(block.max(1) >= cut)
+        if len(hit) > size // 4:  # most rows have a neighbour: a copy of them would cost more than it saves
+            r, c = np.nonzero(block >= cut)
+        else:
+            r, c = np.nonzero(block[hit] >= cut)
+            r = hit[r]
+        s = block[r, c]
+        r, c = r + start, c + start
+        rows, cols = np.concatenate([rows, r, c]), np.concatenate([cols, c, r])
+        sims = np.concatenate([sims, s, s])
+        rows, cols, sims = _top(rows, cols, sims, k)
+    return rows, cols
 
 
-def _nearest(sims: np.ndarray, cut: float, k: int) -> Iterator[tuple[int, int]]:
-    """(row, column) of each row's at most k largest entries that reach `cut`: the cut first (few pass
-    it), then a rank within the row, instead of a partial sort of every row."""
-    ii, jj = np.nonzero(sims >= cut)
-    if not len(ii):
-        return
-    order = np.lexsort((-sims[ii, jj], ii))
-    ii, jj = ii[order], jj[order]
-    rank = np.arange(len(ii)) - np.searchsorted(ii, ii)
+def _top(rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
+    order = np.lexsort((cols, -sims, rows))  # ties broken by column: the same answer in any block order
+    rows, cols, sims = rows[order], cols[order], sims[order]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
     keep = rank < k
-    yield from zip(ii[keep].tolist(), jj[keep].tolist(), strict=True)
+    return rows[keep], cols[keep], sims[keep]
 
 
 def candidates(refs: list[ImageRef], vecs: np.ndarray, *, max_distance: float, phash_bits: int) -> list[Candidate]:

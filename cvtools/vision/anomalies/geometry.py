@@ -42,6 +42,10 @@ class Thresholds:
     min_plain: float = 0.85  # the pixel rule: correlation once aligned by ECC alone
     max_plain_differing: float = 0.15  # the pixel rule: share of the worst part that may differ
     mirror_margin: float = 0.0  # the pixel rule: the copy beats the mirror image by this, unless symmetric
+    # A keypoint placement correlating less than this before ECC refines it is refused unrefined (a speed
+    # knob, at most min_aligned). The pixel rule is never gated: its start (the drawn parts centred on
+    # each other) may be far off for a true copy, its refinement is what finds the placement.
+    min_start: float = 0.5
 
 
 THRESHOLDS = Thresholds()
@@ -80,8 +84,10 @@ class Measure:
     coverage: float = 0.0  # the smaller of the two images' covered shares
     rotation: float = 0.0  # degrees
     aligned: float = 0.0  # correlation once aligned by the keypoints (refined by ECC)
+    aligned_start: float = 0.0  # ... before the refinement
     differing: float = 1.0  # share of the aligned area where the two differ by more than DIFF_SIGMA
     plain: float | None = None  # the fallback: correlation once aligned by ECC
+    plain_start: float = 0.0  # ... before it (the drawn parts centred on each other)
     mirrored: float | None = None  # ... with the mirror image
     symmetric: float | None = None  # ... of the first image with its own mirror image
     plain_differing: float = 1.0  # ... the share of the area that differs
@@ -179,16 +185,18 @@ def _content(f: Features) -> np.ndarray:
 
 
 def _compare(
-    a: Features, b: Features, warp: np.ndarray | None, native: int, mirror: bool = False
-) -> tuple[float, float]:
+    a: Features, b: Features, warp: np.ndarray | None, native: int, mirror: bool = False, gate: float = -1.0
+) -> tuple[float, float, float]:
     """pixels.compare of the two thumbnails over their drawn parts; `mirror`: b's mirror image."""
     tb, mb = b.thumb, _content(b)
     if mirror:
         tb, mb = tb[:, ::-1].copy(), mb[:, ::-1].copy()
-    return pixels.compare((a.thumb, _content(a)), (tb, mb), warp, native)
+    return pixels.compare((a.thumb, _content(a)), (tb, mb), warp, native, gate)
 
 
-def _keypoints(a: Features, b: Features, m: Measure) -> None:
+def _keypoints(a: Features, b: Features, m: Measure, th: Thresholds | None) -> None:
+    """The placement by keypoints; the aligned comparison (its costly part) only when the placement has
+    at least th.min_inliers inliers: with fewer, decide() never looks at it."""
     pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(b.descriptors, a.descriptors, k=2)
     good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
     if len(good) < 4:
@@ -202,22 +210,30 @@ def _keypoints(a: Features, b: Features, m: Measure) -> None:
     m.inliers = int(keep.sum())
     m.coverage = min(_hull_share(dst[keep], a.size), _hull_share(src[keep], b.size))
     m.rotation = abs(float(np.degrees(np.arctan2(t[1, 0], t[0, 0]))))
+    if th is not None and m.inliers < th.min_inliers:
+        return
     b_to_a = _to_thumb(a) @ np.vstack([t, [0, 0, 1]]) @ np.linalg.inv(_to_thumb(b))
     if abs(np.linalg.det(b_to_a)) < 1e-6:  # everything mapped onto a point: no placement
         return
-    m.aligned, m.differing = _compare(a, b, np.linalg.inv(b_to_a)[:2], m.small)
+    gate = th.min_start if th else -1.0
+    m.aligned, m.differing, m.aligned_start = _compare(a, b, np.linalg.inv(b_to_a)[:2], m.small, gate=gate)
 
 
 def measure(a: Features, b: Features, th: Thresholds | None = None) -> Measure:
     """What decide() needs: the keypoint placement and, as the second opinion, the pixel alignment.
-    Given thresholds, the pixel alignment is skipped when the keypoints alone already decide."""
+    Given thresholds, every comparison decide() would not look at is skipped (each costs an ECC
+    alignment, most of a check): the keypoints' aligned one below min_inliers, the pixel route when the
+    keypoints already accept, the mirror image when the plain alignment is too weak to accept; and
+    ECC's refinement of a keypoint placement that starts below th.min_start."""
     m = Measure(keypoints=min(len(a.points), len(b.points)), small=min(a.native, b.native))
     if m.keypoints >= 4:
-        _keypoints(a, b, m)
+        _keypoints(a, b, m, th)
     if th is not None and _by_keypoints(m, th):
         return m
-    m.plain, m.plain_differing = _compare(a, b, None, m.small)
-    m.mirrored = _compare(a, b, None, m.small, mirror=True)[0]
+    m.plain, m.plain_differing, m.plain_start = _compare(a, b, None, m.small)
+    if th is not None and m.plain < th.min_plain:
+        return m
+    m.mirrored = _compare(a, b, None, m.small, mirror=True)[0]  # never gated: it may only refuse
     m.symmetric = pixels.ncc(a.thumb, a.thumb[:, ::-1])
     return m
 

@@ -20,23 +20,28 @@ def ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
 
 
 def compare(
-    a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], warp: np.ndarray | None, native: int
-) -> tuple[float, float]:
-    """(correlation, differing share of the worst part) of b moved onto a, over the area both drawn
-    parts cover: `warp` maps a's thumbnail coordinates to b's (None: from the identity), refined by
-    ECC (an affine motion that does not reflect) on thumbnails of half the size. Both are blurred to
-    the sharpness of the smaller image (`native` pixels): a 50-pixel copy is not a different picture
-    for being blurred. a and b: (thumbnail, 0/1 mask of its drawn part)."""
+    a: tuple[np.ndarray, np.ndarray],
+    b: tuple[np.ndarray, np.ndarray],
+    warp: np.ndarray | None,
+    native: int,
+    gate: float = -1.0,
+) -> tuple[float, float, float]:
+    """(correlation, differing share of the worst part, correlation before refinement) of b moved onto
+    a, over the area both drawn parts cover: `warp` maps a's thumbnail coordinates to b's (None: from
+    the identity), refined by ECC (an affine motion that does not reflect) on thumbnails of half the
+    size, unless the start correlates less than `gate` (ECC is most of the cost of a check). Both are
+    blurred to the sharpness of the smaller image (`native` pixels): a 50-pixel copy is not a different
+    picture for being blurred. a and b: (thumbnail, 0/1 mask of its drawn part)."""
     (fa, ma), (fb, mb) = ((t.astype(np.float32), m) for t, m in (a, b))
     sigma = 0.6 * fa.shape[0] / max(1, native)
     if sigma > 0.5:
         fa, fb = cv2.GaussianBlur(fa, (0, 0), sigma), cv2.GaussianBlur(fb, (0, 0), sigma)
     start = np.eye(2, 3, dtype=np.float32) if warp is None else warp.astype(np.float32)
-    best = _score(fa, fb, start, ma, mb)
-    refined = _ecc(fa, fb, start)
+    best = first = _score(fa, fb, start, ma, mb)
+    refined = _ecc(fa, fb, start) if first[0] >= gate else None
     if refined is not None:  # ECC may also walk away from a good start: the better of the two counts
         best = max(best, _score(fa, fb, refined, ma, mb))
-    return best
+    return best[0], best[1], first[0]
 
 
 def _ecc(fa: np.ndarray, fb: np.ndarray, start: np.ndarray) -> np.ndarray | None:
