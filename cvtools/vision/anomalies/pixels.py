@@ -77,11 +77,9 @@ def _worst_part(a: np.ndarray, b: np.ndarray, inside: np.ndarray) -> float:
     zb = (b - b[inside].mean()) / (b[inside].std() + 1e-3)
     differs = (np.abs(za - zb) > DIFF_SIGMA) & inside
     h, w = a.shape
-    worst = 0.0
-    for y in range(BLOCKS):
-        for x in range(BLOCKS):
-            part = (slice(y * h // BLOCKS, (y + 1) * h // BLOCKS), slice(x * w // BLOCKS, (x + 1) * w // BLOCKS))
-            n = inside[part].sum()
-            if n >= 0.5 * inside[part].size:
-                worst = max(worst, float(differs[part].sum()) / float(n))
-    return worst
+    ys, xs = [y * h // BLOCKS for y in range(BLOCKS)], [x * w // BLOCKS for x in range(BLOCKS)]
+    n_in = np.add.reduceat(np.add.reduceat(inside.astype(np.int32), ys, 0), xs, 1)
+    n_diff = np.add.reduceat(np.add.reduceat(differs.astype(np.int32), ys, 0), xs, 1)
+    size = np.outer(np.diff([*ys, h]), np.diff([*xs, w]))
+    counted = n_in >= 0.5 * size  # parts mostly outside the common area say nothing
+    return float((n_diff[counted] / n_in[counted]).max()) if counted.any() else 0.0
