@@ -210,6 +210,7 @@ def big_pass(total: int, real: int = 3000, seed: int = 0) -> dict[str, float]:
     t0 = time.perf_counter()
     pairs = duplicates.judge(refs, cands, duplicates.Features(store, MAX_PIXELS))  # reads them back
     t_judge = time.perf_counter() - t0
+    store.close()
     seconds = t_cands + t_keypoints + t_judge
     per_image = len(cands) / max(1, n_real)
     per_pair = (t_keypoints + t_judge) / max(1, len(cands))

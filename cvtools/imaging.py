@@ -14,6 +14,8 @@ from typing import BinaryIO
 import imagehash
 from PIL import ExifTags, Image, ImageFile, ImageOps
 
+from .errors import NotAnImage, TooLarge
+
 # Our own pixel check runs before any decode; Pillow's bomb guard stays on as a second line.
 Image.MAX_IMAGE_PIXELS = 200_000_000
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -141,6 +143,15 @@ def load_rgb(src: Path | bytes, *, max_pixels: int, min_side: int | None = None)
         raise
     except Exception as exc:
         raise ImageRejected(f"corrupt or truncated image ({type(exc).__name__})") from None
+
+
+def load_query(data: bytes, *, max_pixels: int, min_side: int) -> Image.Image:
+    """load_rgb for an image sent to be answered (/cv, /api/classify, a bundle): a rejection is the
+    client's error, 413 for a too large image, 400 otherwise."""
+    try:
+        return load_rgb(data, max_pixels=max_pixels, min_side=min_side)
+    except ImageRejected as exc:
+        raise (TooLarge if exc.too_large else NotAnImage)(str(exc)) from None
 
 
 def thumbnail_jpeg(src: Path, *, max_pixels: int, size: int = THUMB_SIZE) -> bytes:

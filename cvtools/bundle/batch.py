@@ -4,6 +4,7 @@ nothing already written and the next run goes on where it stopped."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import numpy as np
 
 from .. import netfetch
 from ..errors import CVError
+from ..vision.answers import failed
 from . import extra
 from .model import Bundle
 from .sink import Sink
@@ -42,10 +44,8 @@ def answer_chunk(bundle: Bundle, targets: list[str], opts: BatchOptions, pool: T
     def decode(target: str) -> np.ndarray | dict[str, Any]:
         try:
             return bundle.array(bundle.decode(read_source(target, opts.policy)))
-        except CVError as exc:
-            return {"path": target, "error": exc.detail, "status": exc.status}
-        except OSError as exc:
-            return {"path": target, "error": f"unreadable ({exc.strerror or type(exc).__name__})", "status": 400}
+        except (CVError, OSError) as exc:
+            return {"path": target, **failed(exc)}
 
     decoded = list(pool.map(decode, targets))
     good = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
@@ -84,8 +84,6 @@ class RayWorker:
         self.pool = ThreadPoolExecutor(max(1, opts.threads))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import json
-
         paths = [str(p) for p in batch["path"]]
         rows = answer_chunk(self.bundle, paths, self.opts, self.pool)
         return {"path": np.array(paths, dtype=object), "row": np.array([json.dumps(r) for r in rows], dtype=object)}
@@ -95,8 +93,6 @@ def classify_ray(
     files: dict[str, bytes], targets: list[str], sink: Sink, opts: BatchOptions, progress: Progress, *, workers: int
 ) -> int:
     """Streamed through Ray Data: `workers` actors each hold the bundle; rows are written as they arrive."""
-    import json
-
     ray = extra.load("ray")
     extra.load("ray.data")
     ray.data.DataContext.get_current().enable_progress_bars = False

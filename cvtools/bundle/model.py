@@ -18,8 +18,7 @@ from PIL import Image
 
 from .. import __version__, imaging
 from ..cvquery import cv_list
-from ..errors import NotAnImage, TooLarge
-from ..vision.answers import Ranked, label_set, rank, verdict
+from ..vision.answers import Ranked, answered, label_set, rank, verdict
 from ..vision.labelsets import Layout
 from ..vision.openset import Calibration
 from ..vision.ort_session import open_session
@@ -109,10 +108,7 @@ class Bundle:
     # ---- decoding and the forward pass ---------------------------------------------------------
     def decode(self, data: bytes) -> Image.Image:
         """The app's decoding: the same size limit and the same reduced decoding of big images."""
-        try:
-            return imaging.load_rgb(data, max_pixels=self.max_pixels, min_side=self.preprocess.resize_side())
-        except imaging.ImageRejected as exc:
-            raise (TooLarge if exc.too_large else NotAnImage)(str(exc)) from None
+        return imaging.load_query(data, max_pixels=self.max_pixels, min_side=self.preprocess.resize_side())
 
     def array(self, image: Image.Image) -> np.ndarray:
         return self.preprocess.array(self.preprocess.center(image))
@@ -143,10 +139,7 @@ class Bundle:
 
     def record(self, probs: np.ndarray, feats: np.ndarray, *, unknown_detection: bool = True) -> dict[str, Any]:
         """One image's full answer, as an item of POST /api/classify: classification and verdict."""
-        return {
-            "classification": [[g, p] for g, p in self.ranked(probs)],
-            **self.verdict(probs, feats, unknown_detection=unknown_detection),
-        }
+        return answered(self.ranked(probs), self.verdict(probs, feats, unknown_detection=unknown_detection))
 
 
 def load_bundle(path: str | Path, *, threads: int | None = None) -> Bundle:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import CVError
 from .labelsets import Layout, predict_sets
 from .openset import Calibration
 
@@ -50,3 +51,15 @@ def verdict(
     if calibration is None:
         return {**NO_VERDICT, "note": "this model was not calibrated (train it again in head mode)"}
     return {**calibration.judge(probs, feats), "calibrated": True}
+
+
+def answered(ranked: Ranked, judged: dict[str, Any]) -> dict[str, Any]:
+    """One image's item of /api/classify (and of a batch run's output): classification and verdict."""
+    return {"classification": [[g, p] for g, p in ranked], **judged}
+
+
+def failed(exc: CVError | OSError) -> dict[str, Any]:
+    """One image's own error in a batch answer: one bad image does not fail the others."""
+    if isinstance(exc, CVError):
+        return {"error": exc.detail, "status": exc.status}
+    return {"error": f"unreadable ({exc.strerror or type(exc).__name__})", "status": 400}

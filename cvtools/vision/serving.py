@@ -12,9 +12,9 @@ from PIL import Image
 
 from .. import imaging, netfetch
 from ..cvquery import cv_list
-from ..errors import CVError, NotAnImage, TooLarge
+from ..errors import CVError
 from ..settings import Settings
-from .answers import Ranked, rank, verdict
+from .answers import Ranked, answered, failed, rank, verdict
 from .batcher import Batcher
 from .models import ModelManager
 from .predictor import Predictor
@@ -45,10 +45,7 @@ class Classifier:
         return self.models.require_production().preprocess.resize_side()
 
     def decode(self, data: bytes) -> Image.Image:
-        try:
-            return imaging.load_rgb(data, max_pixels=self.settings.max_image_pixels, min_side=self.decode_side())
-        except imaging.ImageRejected as exc:
-            raise (TooLarge if exc.too_large else NotAnImage)(str(exc)) from None
+        return imaging.load_query(data, max_pixels=self.settings.max_image_pixels, min_side=self.decode_side())
 
     # ---- answers -------------------------------------------------------------------------------
     def classify(self, images: list[Image.Image], predictor: Predictor | None = None) -> list[Ranked]:
@@ -107,12 +104,10 @@ class Classifier:
             name, src = item
             try:
                 data = src if isinstance(src, bytes) else read(src)
-                ranked, _, verdict = self.analyze_full(self.decode(data))
-            except CVError as exc:
-                return {"name": name, "error": exc.detail, "status": exc.status}
-            except OSError as exc:
-                return {"name": name, "error": f"unreadable ({exc.strerror or type(exc).__name__})", "status": 400}
-            return {"name": name, "classification": [[g, p] for g, p in ranked], **verdict}
+                ranked, _, judged = self.analyze_full(self.decode(data))
+            except (CVError, OSError) as exc:
+                return {"name": name, **failed(exc)}
+            return {"name": name, **answered(ranked, judged)}
 
         results: list[dict[str, Any]] = []
         # Threads decode in parallel and their requests meet in the batcher.
