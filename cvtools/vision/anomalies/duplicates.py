@@ -123,7 +123,7 @@ def _nearest(x: np.ndarray, cut: float, k: int) -> tuple[np.ndarray, np.ndarray]
     """(rows, columns): each row's at most k most similar other rows among those reaching `cut`.
     Only the blocks on and above the diagonal are multiplied (the similarity is symmetric), the cut
     comes first (few pass it) and only rows with a hit are searched for their positions; the kept
-    neighbours are pruned to k per row after every block, so memory stays n x k."""
+    neighbours are pruned to k per row whenever they pass 4 x n x k, so memory stays bounded."""
     n = len(x)
     rows, cols, sims = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     for start in range(0, n, BLOCK):
@@ -140,8 +140,9 @@ def _nearest(x: np.ndarray, cut: float, k: int) -> tuple[np.ndarray, np.ndarray]
         r, c = r + start, c + start
         rows, cols = np.concatenate([rows, r, c]), np.concatenate([cols, c, r])
         sims = np.concatenate([sims, s, s])
-        rows, cols, sims = _top(rows, cols, sims, k)
-    return rows, cols
+        if len(rows) > 4 * n * k:  # the top k of a row survive any pruning: prune only when memory asks
+            rows, cols, sims = _top(rows, cols, sims, k)
+    return _top(rows, cols, sims, k)[:2]
 
 
 def _top(rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
