@@ -27,8 +27,9 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
 
 from cvtools import imaging
+from cvtools.settings import Settings
 from cvtools.vision.embeddings import Item, Pipeline
-from cvtools.vision.openset import _power
+from cvtools.vision.openset import _power, conformal_quantile
 from cvtools.vision.predictor import load_predictor
 
 from .common import build, environment, import_files, train
@@ -40,6 +41,7 @@ KNOWN = 6
 NEAR_CATS = 4
 N_UNKNOWN = 60
 MAHA_DIMS = 64  # principal components kept for the Mahalanobis detector
+SCALES = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)  # candidates for openset.HELD_OUT_SCALE
 
 
 def draw(family: Family, half: str, seed: int, n_train: int, n_test: int) -> tuple[dict, list[Path]]:
@@ -116,6 +118,7 @@ class Detectors:
             "relative Mahalanobis": self._maha(self.pca.transform(_power(h0))),
             "rank mix (shipped)": np.array([j["score"] for j in judged]),
             "_unknown": np.array([j["unknown"] for j in judged], dtype=float),
+            "_strange": self.cal.strangeness(probs.max(1), 1 - sims[:, 0])[0],
         }
 
 
@@ -148,6 +151,7 @@ def one(family: Family, other: Family, half: str, seed: int, n_train: int, n_tes
         "false rejections": float(sets["known"]["_unknown"].mean()),
         "near caught": float(sets["near"]["_unknown"].mean()),
         "far caught": float(sets["far"]["_unknown"].mean()),
+        **scaled_shares(p.calibration, sets),
         **levers,
     }
     for name in sets["known"]:
@@ -157,6 +161,24 @@ def one(family: Family, other: Family, half: str, seed: int, n_train: int, n_tes
             y = np.r_[np.zeros(len(sets["known"][name])), np.ones(len(sets[kind][name]))]
             out[f"{name} | {kind} AUROC"] = float(roc_auc_score(y, np.r_[sets["known"][name], sets[kind][name]]))
     return out
+
+
+def scaled_shares(cal: object, sets: dict[str, dict[str, np.ndarray]]) -> dict[str, float]:
+    """The three shares for each candidate HELD_OUT_SCALE (the quantile taken at target x scale; no
+    parent groups here, so the verdict is the strangeness against the limit alone)."""
+    out = {}
+    for m in SCALES:
+        limit = conformal_quantile(cal.strange_ref, min(0.5, cal.target_frr * m))  # type: ignore[attr-defined]
+        for kind, name in (("known", "false rejections"), ("near", "near caught"), ("far", "far caught")):
+            out[f"scale {m:g} | {name}"] = float((sets[kind]["_strange"] > limit).mean())
+    return out
+
+
+def choose_scale(table: dict[str, dict[str, str]], target: float) -> float:
+    """The largest scale whose false rejections on dev, mean over families, stay within the target."""
+    dev = [row for key, row in table.items() if key.startswith("dev |")]
+    ok = [m for m in SCALES if np.mean([float(r[f"scale {m:g} | false rejections"].split()[0]) for r in dev]) <= target]
+    return max(ok, default=SCALES[0])
 
 
 def main() -> None:
@@ -179,6 +201,8 @@ def main() -> None:
             table[f"{half} | {name} (far: {other.name})"] = summary
             print(json.dumps({f"{half} | {name}": summary, "runs": runs}), flush=True)
     print(json.dumps(table, indent=1))
+    if args.half != "report":
+        print(f"HELD_OUT_SCALE chosen on dev: {choose_scale(table, Settings().unknown_false_rejection):g}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from cvtools.settings import PROJECT_ROOT, Settings
-from cvtools.vision.openset import Calibration, ancestors, calibrate, subtree_sums
+from cvtools.vision.openset import HELD_OUT_SCALE, Calibration, ancestors, calibrate, subtree_sums
 from cvtools.web import create_app
 
 from ..conftest import run_training, wait_jobs
@@ -172,3 +172,21 @@ def test_cli_matches_api(nested: TestClient, tiny_settings: Settings, tmp_path: 
         assert rows[r["name"]]["group"] == r["classification"][0][0]
         assert abs(float(rows[r["name"]]["probability"]) - r["classification"][0][1]) < 1e-4
         assert rows[r["name"]]["unknown"] == str(r["unknown"])
+
+
+def test_limit_follows_the_known_strangeness_and_survives_saving(tmp_path: Path) -> None:
+    x, y, probs, _ = _clusters()
+    cal = calibrate(probs, y, ["a", "b", "c"], x, [str(i) for i in range(len(x))], target_frr=0.05)
+    assert len(cal.strange_ref) == len(x) and np.all(np.diff(cal.strange_ref) >= 0)
+    # the limit rejects HELD_OUT_SCALE x the target of the known images' own strangeness
+    share = float((cal.strange_ref > cal.limit).mean())
+    assert share <= 0.05 * HELD_OUT_SCALE and cal.limit_at(0.2) < cal.limit < cal.limit_at(0.01)
+    cal.save(tmp_path)
+    again = Calibration.load(tmp_path)
+    assert again is not None and np.array_equal(again.strange_ref, cal.strange_ref) and again.limit == cal.limit
+    # a calibration saved before strange_ref existed still loads, and keeps its limit
+    with np.load(tmp_path / "calibration.npz") as z:
+        older = {k: z[k] for k in z.files if k != "strange_ref"}
+    np.savez(tmp_path / "calibration.npz", **older)
+    old = Calibration.load(tmp_path)
+    assert old is not None and len(old.strange_ref) == 0 and old.limit_at(0.2) == cal.limit
