@@ -90,8 +90,15 @@ def copy_of(img: Image.Image, rng: random.Random) -> tuple[bytes, list[str]]:
 
 
 def symmetric(img: Image.Image) -> bool:
-    """A picture that is (nearly) its own mirror image: its mirror is no negative."""
-    g = np.asarray(img.convert("L").resize((64, 64)), dtype=np.float32)
+    """A picture that is (nearly) its own mirror image: its mirror is no negative. Measured on the drawn
+    part (what differs from the border colour): a symmetric drawing off the centre of its canvas is
+    still its own mirror image once the margins are cut, as every duplicate check cuts them."""
+    grey = np.asarray(img.convert("L"), dtype=np.int16)
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    ys, xs = np.nonzero(np.abs(grey - int(np.median(border))) > 24)
+    if len(ys) >= 16:
+        grey = grey[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    g = np.asarray(Image.fromarray(grey.astype(np.uint8)).resize((64, 64)), dtype=np.float32)
     a, b = g - g.mean(), g[:, ::-1] - g.mean()
     den = float(np.sqrt((a * a).sum() * (b * b).sum())) or 1.0
     return float((a * b).sum()) / den > 0.8
