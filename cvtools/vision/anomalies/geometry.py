@@ -35,17 +35,17 @@ class Thresholds:
     """Chosen on the dev family (benchmarks/dup_bench.py); docs/BENCHMARKS.md, "Duplicates"."""
 
     min_inliers: int = 6
-    min_coverage: float = 0.0  # of each drawn part, by the inliers' convex hull
+    min_coverage: float = 0.05  # of each drawn part, by the inliers' convex hull
     max_rotation: float = 45.0  # degrees; the pixels decide the rest
-    min_aligned: float = 0.7  # grey-level correlation once aligned by the keypoints
-    max_differing: float = 0.12  # share of the worst part of the aligned picture that may differ
+    min_aligned: float = 0.3  # grey-level correlation once aligned by the keypoints
+    max_differing: float = 0.08  # share of the worst part of the aligned picture that may differ
     min_plain: float = 0.85  # the pixel rule: correlation once aligned by ECC alone
     max_plain_differing: float = 0.15  # the pixel rule: share of the worst part that may differ
     mirror_margin: float = 0.0  # the pixel rule: the copy beats the mirror image by this, unless symmetric
     # A keypoint placement correlating less than this before ECC refines it is refused unrefined (a speed
     # knob, at most min_aligned). The pixel rule is never gated: its start (the drawn parts centred on
     # each other) may be far off for a true copy, its refinement is what finds the placement.
-    min_start: float = 0.5
+    min_start: float = 0.3
 
 
 THRESHOLDS = Thresholds()
