@@ -28,7 +28,7 @@ from .common import environment
 from .dup_world import World, big_pass, build_world, embed, measures
 from .families import FAMILIES
 
-APP_DISTANCE = 0.45  # config.py's max_equal_distance
+APP_DISTANCE = 0.35  # config.py's max_equal_distance
 GRID = {
     "max_distance": [0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45],
     "min_inliers": [6, 8, 10, 12, 15, 20],

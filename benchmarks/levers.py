@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegressionCV
 
-from cvtools.vision.openset import _power
+from cvtools.vision.vectors import power_unit
 
 CS = np.logspace(-3, 2, 11).tolist()
 ALPHAS = (0.5, 1.0, 2.0)  # weight of the cache against the head's log-probabilities
@@ -40,9 +40,9 @@ def accuracy(
     out = {"acc | head (shipped)": float((lp.argmax(1) == y).mean())}
     probe = LogisticRegressionCV(Cs=CS, cv=5, max_iter=3000).fit(x_tr, y_tr)
     out["acc | probe"] = float((probe.predict(h0) == y).mean())
-    probe_p = LogisticRegressionCV(Cs=CS, cv=5, max_iter=3000).fit(_power(x_tr), y_tr)
-    out["acc | probe, power-normalised"] = float((probe_p.predict(_power(h0)) == y).mean())
-    cos = _power(h0) @ _power(x_tr).T
+    probe_p = LogisticRegressionCV(Cs=CS, cv=5, max_iter=3000).fit(power_unit(x_tr), y_tr)
+    out["acc | probe, power-normalised"] = float((probe_p.predict(power_unit(h0)) == y).mean())
+    cos = power_unit(h0) @ power_unit(x_tr).T
     for beta in BETAS:
         votes = cache_votes(cos, y_tr, beta, n)
         out[f"acc | k-NN vote alone, beta {beta:g}"] = float((votes.argmax(1) == y).mean())

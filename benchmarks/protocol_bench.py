@@ -29,8 +29,9 @@ from sklearn.metrics import roc_auc_score
 from cvtools import imaging
 from cvtools.settings import Settings
 from cvtools.vision.embeddings import Item, Pipeline
-from cvtools.vision.openset import _power, conformal_quantile
+from cvtools.vision.openset import conformal_quantile
 from cvtools.vision.predictor import load_predictor
+from cvtools.vision.vectors import power_unit
 
 from .common import build, environment, import_files, train
 from .families import FAMILIES, Family
@@ -84,9 +85,9 @@ class Detectors:
         self.cal = p.calibration  # type: ignore[attr-defined]
         # Mahalanobis needs a covariance; 1,280 dimensions from ~200 images do not give one, so the
         # power-normalised features are first projected on their principal components.
-        self.pca = PCA(n_components=min(MAHA_DIMS, len(x_train) - 1), random_state=0).fit(_power(x_train))
+        self.pca = PCA(n_components=min(MAHA_DIMS, len(x_train) - 1), random_state=0).fit(power_unit(x_train))
         self.y_train = y_train
-        z = self.pca.transform(_power(x_train))
+        z = self.pca.transform(power_unit(x_train))
         self.means = np.stack([z[y_train == c].mean(0) for c in np.unique(y_train)])
         self.within = LedoitWolf().fit(z - self.means[y_train]).precision_
         self.background = LedoitWolf().fit(z)
@@ -115,7 +116,7 @@ class Detectors:
             "energy": -(logits.max(1) + np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1))),
             "k-NN, k=1": 1 - sims[:, 0],
             "k-NN, k=5": 1 - sims[:, min(4, sims.shape[1] - 1)],
-            "relative Mahalanobis": self._maha(self.pca.transform(_power(h0))),
+            "relative Mahalanobis": self._maha(self.pca.transform(power_unit(h0))),
             "rank mix (shipped)": np.array([j["score"] for j in judged]),
             "_unknown": np.array([j["unknown"] for j in judged], dtype=float),
             "_strange": self.cal.strangeness(probs.max(1), 1 - sims[:, 0])[0],

@@ -14,6 +14,7 @@ import numpy as np
 
 from ... import imaging
 from ...schemas import DuplicatePair, ImageRef
+from ..vectors import power_unit, unit
 from . import geometry
 
 BLOCK = 1024  # rows per block in the all-pairs search: memory is BLOCK x N floats, never N x N
@@ -82,11 +83,6 @@ def phash_pairs(hashes: list[str | None], max_bits: int) -> list[tuple[int, int,
             if j > i:
                 out.append((valid[i], valid[j], int(dist[a, b])))
     return out
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def embedding_pairs(
@@ -164,9 +160,11 @@ def candidates(refs: list[ImageRef], vecs: np.ndarray, *, max_distance: float, p
         add(i, j, "identical")
     for i, j, _ in phash_pairs([r.phash for r in refs], phash_bits):
         add(i, j, "perceptual hash")
-    for i, j, _ in embedding_pairs(vecs, max_distance):
+    # Compared power-normalised: greyed, framed or recompressed copies otherwise look more like each
+    # other than like their originals (benchmarks/dup_bench.py; docs/BENCHMARKS.md, "Duplicates").
+    u = power_unit(vecs)
+    for i, j, _ in embedding_pairs(u, max_distance):
         add(i, j, "embedding")
-    u = unit(vecs)
     for c in found.values():
         c.distance = 0.0 if "identical" in c.layers else max(0.0, float(1.0 - u[c.i] @ u[c.j]))
     return list(found.values())
