@@ -22,13 +22,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from cvtools.settings import Settings
 from cvtools.vision.anomalies import geometry
 
 from .common import environment
 from .dup_world import World, big_pass, build_world, embed, measures
 from .families import FAMILIES
 
-APP_DISTANCE = 0.35  # config.py's max_equal_distance
+APP_DISTANCE = Settings.model_fields["max_equal_distance"].default  # the shipped default
 GRID = {
     "max_distance": [0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45],
     "min_inliers": [6, 8, 10, 12, 15, 20],

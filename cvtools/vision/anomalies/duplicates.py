@@ -58,7 +58,7 @@ class Candidate:
     i: int
     j: int
     layers: list[str] = field(default_factory=list)
-    distance: float = 1.0  # cosine distance of the embeddings
+    distance: float = 1.0  # cosine distance of the power-normalised embeddings
 
 
 def exact_pairs(shas: list[str]) -> list[tuple[int, int]]:
@@ -163,10 +163,14 @@ def candidates(refs: list[ImageRef], vecs: np.ndarray, *, max_distance: float, p
     # Compared power-normalised: greyed, framed or recompressed copies otherwise look more like each
     # other than like their originals (benchmarks/dup_bench.py; docs/BENCHMARKS.md, "Duplicates").
     u = power_unit(vecs)
-    for i, j, _ in embedding_pairs(u, max_distance):
+    for i, j, d in embedding_pairs(u, max_distance):
         add(i, j, "embedding")
+        found[(i, j)].distance = d
     for c in found.values():
-        c.distance = 0.0 if "identical" in c.layers else max(0.0, float(1.0 - u[c.i] @ u[c.j]))
+        if "identical" in c.layers:
+            c.distance = 0.0
+        elif "embedding" not in c.layers:  # proposed by its hash alone
+            c.distance = max(0.0, float(1.0 - u[c.i] @ u[c.j]))
     return list(found.values())
 
 
