@@ -32,3 +32,24 @@ def test_wesnoth_frames_belong_to_their_unit() -> None:
     frames = ["drakes/arbiter.png", "drakes/arbiter-blade-s-4.png", "drakes/arbiter+female.png"]
     assert {unit_of(root / f, root) for f in frames} == {"drakes/arbiter"}
     assert unit_of(root / "drakes/burner.png", root) != "drakes/arbiter"
+
+
+def test_feature_lever_baseline_is_the_apps_feature() -> None:
+    """feature_bench's `avg` is the app's Lite0 embedding (the baseline its levers are compared with);
+    GeM (p = 3) is at least the average of the same map; the stages' parts weigh the same."""
+    import torch
+
+    from benchmarks.feature_bench import STAGE_BLOCKS, Pooled
+    from cvtools.vision.backbone import load_efficientnet_lite0
+
+    bb = load_efficientnet_lite0()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        avg, gem, stages = Pooled(bb.model)(x)
+        app = bb.features_torch(x)
+    assert torch.allclose(avg, app, atol=1e-5)
+    assert bool((gem >= avg - 1e-5).all()) and not torch.allclose(gem, avg)
+    dims = [bb.model._blocks[i]._block_args.output_filters for i in STAGE_BLOCKS] + [avg.shape[1]]
+    assert stages.shape[1] == sum(dims)
+    norms = [part.norm(dim=1) / d**0.5 for part in stages.split(dims, dim=1) for d in [part.shape[1]]]
+    assert all(torch.allclose(n, torch.ones(2), atol=1e-4) for n in norms)
