@@ -41,6 +41,7 @@ KNOWN = 6
 NEAR_CATS = 4
 N_UNKNOWN = 60
 MAHA_DIMS = 64  # principal components kept for the Mahalanobis detector
+DISTANCE_WEIGHTS = (0.25, 0.65, 0.8)  # the rank mix weighs the two ranks 0.5 / 0.5; candidates
 SCALES = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)  # candidates for openset.HELD_OUT_SCALE
 
 
@@ -110,6 +111,8 @@ class Detectors:
         logits, probs = self._logits(h0, h1)
         sims = np.sort(self.cal.space(h0) @ self.cal.vectors.T, axis=1)[:, ::-1]
         judged = [self.cal.judge(pr, f) for pr, f in zip(probs, h0, strict=True)]
+        _, r_top, r_dist = self.cal.strangeness(probs.max(1), 1 - sims[:, 0])
+        weighted = {f"rank mix, distance weight {w:g}": w * r_dist + (1 - w) * r_top for w in DISTANCE_WEIGHTS}
         return {
             "max probability": -probs.max(1),
             "energy": -(logits.max(1) + np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1))),
@@ -117,6 +120,7 @@ class Detectors:
             "k-NN, k=5": 1 - sims[:, min(4, sims.shape[1] - 1)],
             "relative Mahalanobis": self._maha(self.pca.transform(power_unit(h0))),
             "rank mix (shipped)": np.array([j["score"] for j in judged]),
+            **weighted,
             "_unknown": np.array([j["unknown"] for j in judged], dtype=float),
             "_strange": self.cal.strangeness(probs.max(1), 1 - sims[:, 0])[0],
         }

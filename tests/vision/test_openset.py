@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 import tempfile
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from cvtools.settings import PROJECT_ROOT, Settings
-from cvtools.vision.openset import HELD_OUT_SCALE, Calibration, ancestors, calibrate, subtree_sums
+from cvtools.vision.openset import DISTANCE_WEIGHT, HELD_OUT_SCALE, Calibration, ancestors, calibrate, subtree_sums
 from cvtools.web import create_app
 
 from ..conftest import run_training, wait_jobs
@@ -190,3 +191,21 @@ def test_limit_follows_the_known_strangeness_and_survives_saving(tmp_path: Path)
     np.savez(tmp_path / "calibration.npz", **older)
     old = Calibration.load(tmp_path)
     assert old is not None and len(old.strange_ref) == 0 and old.limit_at(0.2) == cal.limit
+
+
+def test_ranks_are_mixed_with_the_chosen_weight_and_older_runs_keep_theirs(tmp_path: Path) -> None:
+    x, y, probs, _ = _clusters()
+    cal = calibrate(probs, y, ["a", "b", "c"], x, [str(i) for i in range(len(x))], target_frr=0.05)
+    assert cal.distance_weight == DISTANCE_WEIGHT != 0.5
+    top, dist = np.array([0.99, 0.4]), np.array([0.9, 0.0])  # far but sure; near but unsure
+    mixed, r_top, r_dist = cal.strangeness(top, dist)
+    assert np.allclose(mixed, (1 - DISTANCE_WEIGHT) * r_top + DISTANCE_WEIGHT * r_dist)
+    assert mixed[0] > mixed[1]  # the distance weighs more than the probability
+    cal.save(tmp_path)
+    assert Calibration.load(tmp_path).distance_weight == DISTANCE_WEIGHT  # type: ignore[union-attr]
+    # a run calibrated before the weight existed mixed its ranks 0.5 / 0.5 (its limit was set so)
+    meta = json.loads((tmp_path / "calibration.json").read_text())
+    del meta["distance_weight"]
+    (tmp_path / "calibration.json").write_text(json.dumps(meta))
+    old = Calibration.load(tmp_path)
+    assert old is not None and np.allclose(old.strangeness(top, dist)[0], (r_top + r_dist) / 2)
