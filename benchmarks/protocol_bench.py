@@ -6,7 +6,8 @@ same half, which no group holds) and far unknowns (the same half of another fami
 Detectors compared on the same features (OpenOOD v1.5's post-hoc methods for frozen features): maximum
 probability, energy, k-NN distance on normalised features (k = 1 and 5), relative Mahalanobis (on 64
 principal components), and the
-shipped rank mix (`openset.Calibration`). AUROC by scikit-learn; for the shipped calibrated verdict also
+shipped rank mix (`openset.Calibration`) with the candidate weights of its distance rank (dev chooses by the
+mean of near and far AUROC). AUROC by scikit-learn; for the shipped calibrated verdict also
 the share of known images called unknown and of unknowns caught. On the same run, the accuracy levers
 of benchmarks/levers.py (head, cross-validated probe, cache blends). Choices are read on `dev` only.
 
@@ -41,7 +42,7 @@ KNOWN = 6
 NEAR_CATS = 4
 N_UNKNOWN = 60
 MAHA_DIMS = 64  # principal components kept for the Mahalanobis detector
-DISTANCE_WEIGHTS = (0.25, 0.65, 0.8)  # the rank mix weighs the two ranks 0.5 / 0.5; candidates
+DISTANCE_WEIGHTS = (0.25, 0.5, 0.65, 0.8)  # candidates for openset.DISTANCE_WEIGHT (1: k-NN, k=1)
 SCALES = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)  # candidates for openset.HELD_OUT_SCALE
 
 
@@ -111,7 +112,7 @@ class Detectors:
         logits, probs = self._logits(h0, h1)
         sims = np.sort(self.cal.space(h0) @ self.cal.vectors.T, axis=1)[:, ::-1]
         judged = [self.cal.judge(pr, f) for pr, f in zip(probs, h0, strict=True)]
-        _, r_top, r_dist = self.cal.strangeness(probs.max(1), 1 - sims[:, 0])
+        mixed, r_top, r_dist = self.cal.strangeness(probs.max(1), 1 - sims[:, 0])
         weighted = {f"rank mix, distance weight {w:g}": w * r_dist + (1 - w) * r_top for w in DISTANCE_WEIGHTS}
         return {
             "max probability": -probs.max(1),
@@ -122,7 +123,7 @@ class Detectors:
             "rank mix (shipped)": np.array([j["score"] for j in judged]),
             **weighted,
             "_unknown": np.array([j["unknown"] for j in judged], dtype=float),
-            "_strange": self.cal.strangeness(probs.max(1), 1 - sims[:, 0])[0],
+            "_strange": mixed,
         }
 
 
