@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from cvtools.schemas import ImageRef, ImageStatus
 from cvtools.settings import Settings
-from cvtools.vision.anomalies import duplicates, geometry
+from cvtools.vision.anomalies import duplicates, geometry, pixels
 from cvtools.vision.vectors import power_unit
 from cvtools.web import create_app
 
@@ -121,6 +121,18 @@ def test_skipped_comparisons_never_change_a_verdict() -> None:
             assert (fast.same, fast.method, fast.reason) == (full.same, full.method, full.reason)
             # The gate may only refuse without refining, never accept what the full check refuses.
             assert full.same or not geometry.verify(a, b, dataclasses.replace(ungated, min_start=0.5)).same
+
+
+def test_part_counts_are_those_of_the_general_sums() -> None:
+    """Thumbnails are counted by a reshape; any other size by reduceat: both give each part's count."""
+    rng = np.random.default_rng(5)
+    for shape in ((128, 128), (130, 126), (64, 64)):
+        mask = rng.random(shape) < 0.3
+        h, w = shape
+        ys, xs = [y * h // pixels.BLOCKS for y in range(pixels.BLOCKS)], [x * w // pixels.BLOCKS for x in range(4)]
+        rows, cols = list(zip(ys, [*ys[1:], h], strict=True)), list(zip(xs, [*xs[1:], w], strict=True))
+        want = [[mask[y0:y1, x0:x1].sum() for x0, x1 in cols] for y0, y1 in rows]
+        assert pixels._part_sums(mask, ys, xs).tolist() == want
 
 
 def test_blocked_neighbour_search_is_the_brute_force_one() -> None:

@@ -25,23 +25,31 @@ def compare(
     warp: np.ndarray | None,
     native: int,
     gate: float = -1.0,
+    differing: bool = True,
 ) -> tuple[float, float, float]:
     """(correlation, differing share of the worst part, correlation before refinement) of b moved onto
     a, over the area both drawn parts cover: `warp` maps a's thumbnail coordinates to b's (None: from
     the identity), refined by ECC (an affine motion that does not reflect) on thumbnails of half the
     size, unless the start correlates less than `gate` (ECC is most of the cost of a check). Both are
     blurred to the sharpness of the smaller image (`native` pixels): a 50-pixel copy is not a different
-    picture for being blurred. a and b: (thumbnail, 0/1 mask of its drawn part)."""
+    picture for being blurred. a and b: (thumbnail, 0/1 mask of its drawn part). Without `differing`
+    the differing share is not measured (1.0 is returned): the mirror image needs only the correlation."""
     (fa, ma), (fb, mb) = ((t.astype(np.float32), m) for t, m in (a, b))
     sigma = 0.6 * fa.shape[0] / max(1, native)
     if sigma > 0.5:
         fa, fb = cv2.GaussianBlur(fa, (0, 0), sigma), cv2.GaussianBlur(fb, (0, 0), sigma)
     start = np.eye(2, 3, dtype=np.float32) if warp is None else warp.astype(np.float32)
-    best = first = _score(fa, fb, start, ma, mb)
+    first = _placed(fa, fb, start, ma, mb)
+    best = first
     refined = _ecc(fa, fb, start) if first[0] >= gate else None
     if refined is not None:  # ECC may also walk away from a good start: the better of the two counts
-        best = max(best, _score(fa, fb, refined, ma, mb))
-    return best[0], best[1], first[0]
+        then = _placed(fa, fb, refined, ma, mb)
+        if then[0] > best[0]:
+            best = then
+    corr, moved, inside = best
+    if not differing or moved is None:
+        return corr, 1.0, first[0]
+    return corr, _worst_part(fa, moved, inside), first[0]
 
 
 def _ecc(fa: np.ndarray, fb: np.ndarray, start: np.ndarray) -> np.ndarray | None:
@@ -59,27 +67,39 @@ def _ecc(fa: np.ndarray, fb: np.ndarray, start: np.ndarray) -> np.ndarray | None
     return w
 
 
-def _score(fa: np.ndarray, fb: np.ndarray, w: np.ndarray, ma: np.ndarray, mb: np.ndarray) -> tuple[float, float]:
+def _placed(
+    fa: np.ndarray, fb: np.ndarray, w: np.ndarray, ma: np.ndarray, mb: np.ndarray
+) -> tuple[float, np.ndarray | None, np.ndarray]:
+    """(correlation, b moved onto a, where both drawn parts are) for the placement w; the differing
+    share is measured only for the placement that wins (most of a score's cost)."""
     size = (fa.shape[1], fa.shape[0])
     moved = cv2.warpAffine(fb, w, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
     covered = cv2.warpAffine(mb, w, size, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
     inside = (covered > 0.5) & (ma > 0.5)
     if inside.sum() < 0.3 * (ma > 0.5).sum():
-        return 0.0, 1.0
-    return ncc(fa, moved, inside), _worst_part(fa, moved, inside)
+        return 0.0, None, inside
+    return ncc(fa, moved, inside), moved, inside
 
 
 def _worst_part(a: np.ndarray, b: np.ndarray, inside: np.ndarray) -> float:
     """The largest share of differing pixels in any of the BLOCKS x BLOCKS parts (grey levels
     normalised over the common area): a different drawing on a shared template differs strongly in
     its part of the picture, a recompressed copy a little everywhere."""
-    za = (a - a[inside].mean()) / (a[inside].std() + 1e-3)
-    zb = (b - b[inside].mean()) / (b[inside].std() + 1e-3)
+    va, vb = a[inside], b[inside]
+    za = (a - va.mean()) / (va.std() + 1e-3)
+    zb = (b - vb.mean()) / (vb.std() + 1e-3)
     differs = (np.abs(za - zb) > DIFF_SIGMA) & inside
     h, w = a.shape
     ys, xs = [y * h // BLOCKS for y in range(BLOCKS)], [x * w // BLOCKS for x in range(BLOCKS)]
-    n_in = np.add.reduceat(np.add.reduceat(inside.astype(np.int32), ys, 0), xs, 1)
-    n_diff = np.add.reduceat(np.add.reduceat(differs.astype(np.int32), ys, 0), xs, 1)
+    n_in, n_diff = _part_sums(inside, ys, xs), _part_sums(differs, ys, xs)
     size = np.outer(np.diff([*ys, h]), np.diff([*xs, w]))
     counted = n_in >= 0.5 * size  # parts mostly outside the common area say nothing
     return float((n_diff[counted] / n_in[counted]).max()) if counted.any() else 0.0
+
+
+def _part_sums(mask: np.ndarray, ys: list[int], xs: list[int]) -> np.ndarray:
+    """The True count of each part; by a reshape when the parts are equal (every thumbnail: 4x faster)."""
+    h, w = mask.shape
+    if h % BLOCKS == 0 and w % BLOCKS == 0:
+        return mask.reshape(BLOCKS, h // BLOCKS, BLOCKS, w // BLOCKS).sum(axis=(1, 3), dtype=np.int32)
+    return np.add.reduceat(np.add.reduceat(mask.astype(np.int32), ys, 0), xs, 1)
