@@ -6,11 +6,12 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from cvtools.settings import Settings
 from cvtools.vision.anomalies import duplicates as anom
-from cvtools.vision.anomalies.errors import label_errors
+from cvtools.vision.anomalies.errors import label_errors, neighbour_votes, with_neighbours
 from cvtools.web import create_app
 
 from ..conftest import fill_classes, run_training, wait_jobs
@@ -121,3 +122,28 @@ def test_pair_search_units() -> None:
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]])
     errs = label_errors(probs, np.array([0, 0, 1]))
     assert [e.index for e in errs] == [1]
+
+
+def test_neighbour_agreement_finds_what_the_held_out_head_half_believes() -> None:
+    """Each image's nearest other images vote (itself never, an identical copy does); a small group asks
+    only as many neighbours as it has other members; blended in, the votes list an image whose held-out
+    answer still (wrongly) favours its label."""
+    rng = np.random.default_rng(0)
+    centres = 5 * rng.normal(size=(3, 32))
+    x = np.repeat(centres, [12, 12, 3], axis=0) + 0.1 * rng.normal(size=(27, 32))
+    labels = np.repeat(np.arange(3), [12, 12, 3])
+    labels[0] = 1  # a cluster-0 image filed under group 1
+    votes = neighbour_votes(x, labels, 3, 20)
+    assert np.allclose(votes.sum(1), 1.0)
+    assert votes[0, 0] == pytest.approx(11 / 12)  # group 1 asks 12: the 11 other cluster-0 images come first
+    assert votes[24:, 2].tolist() == [1.0, 1.0, 1.0]  # group 2 (3 images) asks its 2 others only
+    twins = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.1, 1.0]])
+    assert neighbour_votes(twins, np.array([0, 1, 1, 1]), 2, 1)[:2].tolist() == [[0.0, 1.0], [1.0, 0.0]]
+    probs = np.tile([0.2, 0.75, 0.05], (27, 1))
+    probs[labels == 0] = [0.9, 0.05, 0.05]
+    probs[labels == 2] = [0.05, 0.05, 0.9]
+    probs[0] = [0.4, 0.6, 0.0]  # the held-out head half believes the wrong label
+    assert 0 not in [e.index for e in label_errors(probs, labels)]
+    blended = with_neighbours(probs, x, labels)
+    assert np.allclose(blended.sum(1), 1.0)
+    assert [e.index for e in label_errors(blended, labels)][:1] == [0]
