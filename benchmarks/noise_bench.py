@@ -71,6 +71,7 @@ def one(views: np.ndarray, truth: np.ndarray, shas: list[str], noise: float, see
     scores = {ALONE: error_score(probs, noisy)}
     for k in NEIGHBOURS:
         votes = neighbour_votes(views[0], noisy, n_classes, k)
+        assert votes is not None  # never cancelled here
         scores[f"neighbours alone, k={k}"] = error_score(votes + 1e-3, noisy)
         for w in WEIGHTS:
             scores[f"blend, k={k}, w={w:g}"] = error_score((1 - w) * probs + w * votes, noisy)

@@ -24,6 +24,7 @@ STRONG = 0.8  # multi-label: a membership below 1 - STRONG, or a missing one abo
 # benchmarks/noise_bench.py (mean AUROC of the error score over families and 5 / 10 / 20 % noise).
 NEIGHBOURS = 20
 NEIGHBOUR_WEIGHT = 0.5
+CHUNK = 2048  # images whose neighbours are searched between two looks at the job's cancel flag
 
 Views = Callable[[list[ImageRef], list[int]], tuple[list[ImageRef], list[np.ndarray]]]
 
@@ -41,15 +42,25 @@ class Found:
         return self.p_detected / max(self.p_own, 1e-9)
 
 
-def neighbour_votes(x: np.ndarray, labels: np.ndarray, n_classes: int, k: int) -> np.ndarray:
+def neighbour_votes(
+    x: np.ndarray, labels: np.ndarray, n_classes: int, k: int, cancelled: Callable[[], bool] = lambda: False
+) -> np.ndarray | None:
     """Neighbour agreement (SimiFeat-style): for each image, the share of its k nearest other images (cosine
     on the power-normalised frozen features) in each group; (n, n_classes), rows summing to 1. An image
     of a group smaller than k + 1 asks only as many neighbours as its group has other members, so that a
-    small group is not outvoted by its larger neighbours for being small."""
+    small group is not outvoted by its larger neighbours for being small. None when cancelled: the
+    search grows with the square of the count (20,000 images: about 20 s on 2 cores), so it asks
+    between chunks."""
     n = len(labels)
     k = max(1, min(k, n - 1))
-    nn = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(power_unit(x))
-    idx = nn.kneighbors(power_unit(x), return_distance=False)
+    space = power_unit(x)
+    nn = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(space)
+    parts = []
+    for start in range(0, n, CHUNK):
+        if cancelled():
+            return None
+        parts.append(nn.kneighbors(space[start : start + CHUNK], return_distance=False))
+    idx = np.concatenate(parts)
     rows = np.arange(n)
     own = idx == rows[:, None]  # each image's own row is left out (usually first; an identical copy may lead)
     keep = np.where(own.any(1, keepdims=True), ~own, np.arange(k + 1)[None, :] < k)
@@ -65,10 +76,13 @@ def neighbour_votes(x: np.ndarray, labels: np.ndarray, n_classes: int, k: int) -
     return votes
 
 
-def with_neighbours(probs: np.ndarray, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The probabilities blended with neighbour agreement on the features x (rows still sum to 1)."""
-    votes = neighbour_votes(x, labels, probs.shape[1], NEIGHBOURS)
-    return (1 - NEIGHBOUR_WEIGHT) * probs + NEIGHBOUR_WEIGHT * votes
+def with_neighbours(
+    probs: np.ndarray, x: np.ndarray, labels: np.ndarray, cancelled: Callable[[], bool] = lambda: False
+) -> np.ndarray:
+    """The probabilities blended with neighbour agreement on the features x (rows still sum to 1);
+    unchanged when cancelled."""
+    votes = neighbour_votes(x, labels, probs.shape[1], NEIGHBOURS, cancelled)
+    return probs if votes is None else (1 - NEIGHBOUR_WEIGHT) * probs + NEIGHBOUR_WEIGHT * votes
 
 
 def label_errors(probs: np.ndarray, labels: np.ndarray) -> list[Found]:
@@ -97,6 +111,7 @@ def single_label(
         return {"items": [], "message": "at least 2 groups with 2 or more Group images are needed"}
     refs, vecs = views(refs, [0, 1])
     labels = np.array([classes.index(r.group) for r in refs])
+    cancelled = (lambda: job.cancelled) if job else (lambda: False)
     if method == AnomalyMethod.PRODUCTION:
         with torch.inference_mode():
             probs = np.mean([torch.softmax(p.logits_from_features(torch.from_numpy(v)), 1).numpy() for v in vecs], 0)
@@ -108,9 +123,9 @@ def single_label(
             len(classes),
             k=folds,
             progress=(lambda d, t: job.progress(d, t, f"Fold {d} of {t}")) if job else None,
-            cancelled=(lambda: job.cancelled) if job else (lambda: False),
+            cancelled=cancelled,
         )
-        probs = with_neighbours(probs, vecs[0], labels)
+        probs = with_neighbours(probs, vecs[0], labels, cancelled)
     items = [
         ErrorItem(refs[e.index], classes[e.own], round(e.p_own, 4), classes[e.detected], round(e.p_detected, 4))
         for e in label_errors(probs, labels)
