@@ -7,9 +7,11 @@ Detectors compared on the same features (OpenOOD v1.5's post-hoc methods for fro
 probability, energy, k-NN distance on normalised features (k = 1 and 5), relative Mahalanobis (on 64
 principal components), and the
 shipped rank mix (`openset.Calibration`) with the candidate weights of its distance rank (dev chooses by the
-mean of near and far AUROC). AUROC by scikit-learn; for the shipped calibrated verdict also
-the share of known images called unknown and of unknowns caught. On the same run, the accuracy levers
-of benchmarks/levers.py (head, cross-validated probe, cache blends). Choices are read on `dev` only.
+mean of near and far AUROC); also the distance to the nearest training image of the answered group, alone
+and in the mix (tried on dev, not shipped: docs/BENCHMARKS.md). AUROC by scikit-learn; for the shipped
+calibrated verdict also the share of known images called unknown and of unknowns caught. On the same
+run, the accuracy levers of benchmarks/levers.py (head, cross-validated probe, cache blends). Choices are
+read on `dev` only.
 
     python -m benchmarks.protocol_bench [--half dev|report|both] [--train 30 --test 15]
 """
@@ -114,11 +116,21 @@ class Detectors:
         judged = [self.cal.judge(pr, f) for pr, f in zip(probs, h0, strict=True)]
         mixed, r_top, r_dist = self.cal.strangeness(probs.max(1), 1 - sims[:, 0])
         weighted = {f"rank mix, distance weight {w:g}": w * r_dist + (1 - w) * r_top for w in DISTANCE_WEIGHTS}
+        # The distance to the nearest training image of the answered group (a near unknown may sit near
+        # images of a group other than the one the head picks): alone and in the mix.
+        answered = np.array(self.cal.classes)[probs.argmax(1)]
+        of_answer = np.array(self.cal.groups)[None, :] == answered[:, None]
+        raw = self.cal.space(h0) @ self.cal.vectors.T
+        d_answer = 1 - np.where(of_answer, raw, -1.0).max(1)
+        _, _, r_answer = self.cal.strangeness(probs.max(1), d_answer)
+        for w in DISTANCE_WEIGHTS:
+            weighted[f"answered-group mix, distance weight {w:g}"] = w * r_answer + (1 - w) * r_top
         return {
             "max probability": -probs.max(1),
             "energy": -(logits.max(1) + np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1))),
             "k-NN, k=1": 1 - sims[:, 0],
             "k-NN, k=5": 1 - sims[:, min(4, sims.shape[1] - 1)],
+            "k-NN of the answered group, k=1": d_answer,
             "relative Mahalanobis": self._maha(self.pca.transform(power_unit(h0))),
             "rank mix (shipped)": np.array([j["score"] for j in judged]),
             **weighted,
