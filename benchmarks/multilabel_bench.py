@@ -21,9 +21,9 @@ from sklearn.multiclass import OneVsRestClassifier
 
 from cvtools import imaging
 from cvtools.vision import multilabel as ml
-from cvtools.vision.embeddings import Item
+from cvtools.vision.embeddings import Item, embed_missing
 from cvtools.vision.head import HeadParams
-from cvtools.vision.training import embed_missing
+from cvtools.vision.training.splits import mask_by_combination
 
 from .common import (
     CATEGORIES,
@@ -128,7 +128,7 @@ def main() -> None:
     # is not kept: it is refit on all images), the probe on the plain and mirrored views of the same side.
     per_seed = []
     for seed in range(3):
-        val = ml.split_multi(shas, y, test_size=settings.test_size, seed=seed)
+        val = mask_by_combination(shas, y, test_size=settings.test_size, seed=seed)
         tr = [s for s, v in zip(shas, val, strict=True) if not v]
         x_train = np.concatenate([sv.store.get(fp, tr, v, dim) for v in train_views])
         with Timer() as t_head:
@@ -180,9 +180,9 @@ def main() -> None:
                 },
                 "per_split": per_seed,
                 "run": {
-                    "micro_f1": record.get("micro_f1"),
-                    "macro_f1": record.get("macro_f1"),
-                    "category_accuracy": record.attributes["category"]["accuracy"],
+                    "micro_f1": record.micro_f1,
+                    "macro_f1": record.macro_f1,
+                    "category_accuracy": (record.attributes or {}).get("category", {}).get("accuracy"),
                     "click_to_done_s": round(t_train.seconds, 1),
                 },
                 "mode_switch": {"single_refused_while_multi": refused, "round_trip_unchanged": before == after},
