@@ -3,7 +3,12 @@ covering every category, the same on every run (benchmarks/README.md)."""
 
 from __future__ import annotations
 
+import ast
+import importlib
+import types
 from pathlib import Path
+
+import pytest
 
 from benchmarks.families import _halves, unit_of
 
@@ -53,3 +58,19 @@ def test_feature_lever_baseline_is_the_apps_feature() -> None:
     assert stages.shape[1] == sum(dims)
     norms = [part.norm(dim=1) / d**0.5 for part in stages.split(dims, dim=1) for d in [part.shape[1]]]
     assert all(torch.allclose(n, torch.ones(2), atol=1e-4) for n in norms)
+
+
+SCRIPTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_benchmark_imports_what_the_app_has(script: str) -> None:
+    """A benchmark that names a function the app no longer has fails here, not after minutes of work
+    (two did after the redesign); and every module alias it uses names something that exists."""
+    module = importlib.import_module(f"benchmarks.{script}")
+    tree = ast.parse(Path(module.__file__).read_text())  # type: ignore[arg-type]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            alias = getattr(module, node.value.id, None)
+            if isinstance(alias, types.ModuleType):
+                assert hasattr(alias, node.attr), f"{script}.py:{node.lineno} {node.value.id}.{node.attr}"
