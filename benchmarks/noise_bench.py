@@ -21,7 +21,6 @@ from sklearn.metrics import roc_auc_score
 
 from cvtools import imaging
 from cvtools.vision.anomalies import errors
-from cvtools.vision.anomalies.errors import neighbour_votes
 from cvtools.vision.anomalies.folds import out_of_fold_probs
 from cvtools.vision.embeddings import Item, cached_views
 
@@ -55,10 +54,8 @@ def embedded(family: Family, half: str, per_category: int) -> tuple[np.ndarray, 
 
 
 def error_score(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The page's order: p(detected) / p(own), detected being the most probable other group."""
-    own = probs[np.arange(len(labels)), labels]
-    other = np.where(np.arange(probs.shape[1])[None, :] == labels[:, None], -1.0, probs).max(1)
-    return other / np.maximum(own, 1e-9)
+    """The page's order (errors.error_scores), for every image."""
+    return errors.error_scores(probs, labels)[1]
 
 
 def one(views: np.ndarray, truth: np.ndarray, shas: list[str], noise: float, seed: int) -> dict[str, float]:
@@ -70,7 +67,7 @@ def one(views: np.ndarray, truth: np.ndarray, shas: list[str], noise: float, see
     probs = out_of_fold_probs(list(views), noisy, shas, n_classes)
     scores = {ALONE: error_score(probs, noisy)}
     for k in NEIGHBOURS:
-        votes = neighbour_votes(views[0], noisy, n_classes, k)
+        votes = errors.neighbour_votes(views[0], noisy, n_classes, k)
         assert votes is not None  # never cancelled here
         scores[f"neighbours alone, k={k}"] = error_score(votes + 1e-3, noisy)
         for w in WEIGHTS:

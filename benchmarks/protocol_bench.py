@@ -112,7 +112,8 @@ class Detectors:
 
     def scores(self, h0: np.ndarray, h1: np.ndarray) -> dict[str, np.ndarray]:
         logits, probs = self._logits(h0, h1)
-        sims = np.sort(self.cal.space(h0) @ self.cal.vectors.T, axis=1)[:, ::-1]
+        raw = self.cal.space(h0) @ self.cal.vectors.T  # similarity to every training image
+        sims = np.sort(raw, axis=1)[:, ::-1]
         judged = [self.cal.judge(pr, f) for pr, f in zip(probs, h0, strict=True)]
         mixed, r_top, r_dist = self.cal.strangeness(probs.max(1), 1 - sims[:, 0])
         weighted = {f"rank mix, distance weight {w:g}": w * r_dist + (1 - w) * r_top for w in DISTANCE_WEIGHTS}
@@ -120,7 +121,6 @@ class Detectors:
         # images of a group other than the one the head picks): alone and in the mix.
         answered = np.array(self.cal.classes)[probs.argmax(1)]
         of_answer = np.array(self.cal.groups)[None, :] == answered[:, None]
-        raw = self.cal.space(h0) @ self.cal.vectors.T
         d_answer = 1 - np.where(of_answer, raw, -1.0).max(1)
         _, _, r_answer = self.cal.strangeness(probs.max(1), d_answer)
         for w in DISTANCE_WEIGHTS:

@@ -37,10 +37,6 @@ class Found:
     p_own: float
     p_detected: float
 
-    @property
-    def score(self) -> float:
-        return self.p_detected / max(self.p_own, 1e-9)
-
 
 def neighbour_votes(
     x: np.ndarray, labels: np.ndarray, n_classes: int, k: int, cancelled: Callable[[], bool] = lambda: False
@@ -66,14 +62,11 @@ def neighbour_votes(
     keep = np.where(own.any(1, keepdims=True), ~own, np.arange(k + 1)[None, :] < k)
     neigh = idx[keep].reshape(n, k)
     asked = np.clip(np.bincount(labels, minlength=n_classes)[labels] - 1, 1, k)  # neighbours per image
-    used = np.arange(k)[None, :] < asked[:, None]
-    votes = np.zeros((n, n_classes), dtype=np.float32)
-    np.add.at(
-        votes,
-        (np.broadcast_to(rows[:, None], used.shape)[used], labels[neigh][used]),
-        (1.0 / asked)[np.nonzero(used)[0]],
-    )
-    return votes
+    # The neighbours not asked vote for an extra column, dropped after counting.
+    voted = np.where(np.arange(k)[None, :] < asked[:, None], labels[neigh], n_classes)
+    counts = np.zeros((n, n_classes + 1), dtype=np.float32)
+    np.add.at(counts, (rows[:, None], voted), 1.0)
+    return counts[:, :n_classes] / asked[:, None].astype(np.float32)
 
 
 def with_neighbours(
@@ -85,15 +78,27 @@ def with_neighbours(
     return probs if votes is None else (1 - NEIGHBOUR_WEIGHT) * probs + NEIGHBOUR_WEIGHT * votes
 
 
+def error_scores(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every sample, the most probable other group and the page's order, p(detected) / p(own)
+    (benchmarks/noise_bench.py ranks by it too)."""
+    p = np.asarray(probs, dtype=np.float64)
+    rows = np.arange(len(labels))
+    others = p.copy()
+    others[rows, labels] = -1.0
+    detected = others.argmax(1)
+    return detected, others[rows, detected] / np.maximum(p[rows, labels], 1e-9)
+
+
 def label_errors(probs: np.ndarray, labels: np.ndarray) -> list[Found]:
     """Samples whose best other group beats their own, worst first by p(detected) / p(own)."""
-    out = []
-    for i, (row, own) in enumerate(zip(probs, labels, strict=True)):
-        detected = int(np.argmax(row))
-        if detected != own and row[detected] > row[own]:
-            out.append(Found(i, int(own), detected, float(row[own]), float(row[detected])))
-    out.sort(key=lambda e: -e.score)
-    return out
+    detected, score = error_scores(probs, labels)
+    rows = np.arange(len(labels))
+    listed = np.flatnonzero(probs[rows, detected] > probs[rows, labels])
+    order = listed[np.argsort(-score[listed], kind="stable")]
+    return [
+        Found(int(i), int(labels[i]), int(detected[i]), float(probs[i, labels[i]]), float(probs[i, detected[i]]))
+        for i in order
+    ]
 
 
 def single_label(
