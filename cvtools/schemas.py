@@ -197,14 +197,24 @@ class TrainParams(BaseModel):
         True, TrainMode.HEAD, "After the check, train once more on all images (the check images too)."
     )
     learning_rate: float | None = _param(
-        None, TrainMode.FINETUNE, "Step size (default 3e-4 for ConvNeXt, else 5e-5).", ge=1e-7, le=1.0
+        None,
+        TrainMode.FINETUNE,
+        "Step size (default 3e-4 for ConvNeXt and EfficientNet-Lite, else 5e-5).",
+        ge=1e-7,
+        le=1.0,
     )
     per_device_train_batch_size: int = _param(16, TrainMode.FINETUNE, "Images per training step.", ge=1, le=1024)
     gradient_accumulation_steps: int = _param(
-        4, TrainMode.FINETUNE, "Steps added up before each weight update.", ge=1, le=1024
+        4,
+        TrainMode.FINETUNE,
+        "Steps added up before each weight update (EfficientNet-Lite: 1 unless set).",
+        ge=1,
+        le=1024,
     )
     per_device_eval_batch_size: int = _param(16, TrainMode.FINETUNE, "Images per evaluation step.", ge=1, le=1024)
-    num_train_epochs: int = _param(10, TrainMode.FINETUNE, "Passes over the training images.", ge=1, le=1000)
+    num_train_epochs: int = _param(
+        10, TrainMode.FINETUNE, "Passes over the training images (EfficientNet-Lite: 30 unless set).", ge=1, le=1000
+    )
     warmup_ratio: float = _param(
         0.1, TrainMode.FINETUNE, "Share of the steps spent raising the step size.", ge=0, le=0.9
     )

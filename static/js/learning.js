@@ -43,10 +43,17 @@
     return out;
   }
 
+  // Only what the user changed: the rest are the server's defaults, which for fine-tuning depend on the
+  // network (shown once it is loaded).
+  function changedParams() {
+    const all = readParams();
+    return Object.fromEntries(Object.entries(all).filter(([name, v]) => v !== state.spec.params[name]));
+  }
+
   async function start() {
     $("btn-start").disabled = true;
     try {
-      const r = await api("POST", "/api/train", { mode: $("mode").value, params: readParams() });
+      const r = await api("POST", "/api/train", { mode: $("mode").value, params: changedParams() });
       state.job = r.job;
       showRun({ id: r.run, state: "queued", epochs: [], classes: [], mode: resolvedMode() });
       setRunning(true, "Starting…");

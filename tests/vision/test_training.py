@@ -225,6 +225,14 @@ def test_offline_fallback_backbone(dataset_dir: Path) -> None:
         fill_classes(c, per_class=4, classes=("red", "blue"))
         run = run_training(c, "head", epochs=10, augment_views=1)
         assert run["backbone"] == "efficientnet-lite0" and run["best"]["accuracy"] == 1.0
+        # Fine-tuning's defaults are the offline network's (chosen on dev: the original's 5e-5, 10 epochs
+        # and 4 accumulated steps left it far below its own probe); what a request sets is kept.
+        lite = {"learning_rate": 3e-4, "num_train_epochs": 30, "gradient_accumulation_steps": 1}
+        shown = c.get("/api/train/params").json()["params"]
+        assert {k: shown[k] for k in lite} == lite and shown["per_device_train_batch_size"] == 16
+        tuned = run_training(c, "finetune", num_train_epochs=1, per_device_train_batch_size=4)
+        assert tuned["state"] == "done" and len(tuned["epochs"]) == 1
+        assert {k: tuned["params"][k] for k in lite} == {**lite, "num_train_epochs": 1}
 
 
 def test_an_image_that_no_longer_decodes_fails_the_job_by_name(tiny_client: TestClient) -> None:
