@@ -2,13 +2,12 @@
 service with every default as shipped (and, with "original", fine-tuning with the original CV Tools
 parameters), scored on the same held-out images. Needs every requirement; runs on a GPU machine too.
 
-    python -m benchmarks.finetune_app --data .ftdata --half dev [--modes head,finetune,original]
+    python -m benchmarks.finetune_app --data .ftdata --half dev [--modes head,finetune,original] [--family glyphs]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -17,21 +16,9 @@ import torch
 from PIL import Image
 
 from .common import environment
-from .finetune_bench import table
+from .finetune_bench import half, table
 
 ORIGINAL = {"learning_rate": 5e-5, "num_train_epochs": 10, "gradient_accumulation_steps": 4}
-
-
-def app_half(data: Path, which: str, modes: list[str], limit: int) -> list[dict]:
-    """The app itself on the same draws: head mode and fine-tuning with every default as shipped (and,
-    with "original", fine-tuning with the original's parameters), trained through the run service."""
-    runs = json.loads((data / f"manifest-{which}.json").read_text())
-    results = []
-    for run in runs[: limit or None]:
-        scores = app_one(run, data, modes)
-        results.append({"family": run["family"], "seed": run["seed"], "scores": scores})
-        print(json.dumps(results[-1]), flush=True)
-    return results
 
 
 def app_one(run: dict, data: Path, modes: list[str]) -> dict[str, float]:
@@ -70,9 +57,12 @@ def main() -> None:
     ap.add_argument("--half", choices=("dev", "report"), default="dev")
     ap.add_argument("--modes", default="head,finetune,original")
     ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--family", default="", help="only this family's runs")
     args = ap.parse_args()
     environment()
-    table(app_half(args.data, args.half, args.modes.split(","), args.limit), probe_key=None)
+    modes = args.modes.split(",")
+    results = half(args.data, args.half, lambda run: app_one(run, args.data, modes), args.limit, args.family)
+    table(results, probe_key=None)
 
 
 if __name__ == "__main__":
