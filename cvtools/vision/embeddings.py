@@ -1,7 +1,8 @@
 """Embedding cache keyed by (backbone fingerprint, image sha256, view) and the batched pipeline.
 
 Views: 0 is the centre crop, 1 its mirror image, 2.. are seeded random augmentations, so that
-the same image always yields the same views and nothing is computed twice.
+the same image always yields the same views and nothing is computed twice; CANONICAL (-1) is the drawn
+part, grey and squared, that the duplicate search compares besides the centre crop.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from PIL import Image
 
 from .. import imaging
 from ..jobs import Job
+from .anomalies.geometry import canonical
 from .backbone import Backbone
 from .preprocess import Preprocess, flip
 
@@ -89,6 +91,9 @@ class EmbeddingStore:
         return out
 
 
+CANONICAL = -1
+
+
 def view_images(img: Image.Image, views: Sequence[int], sha: str, pre: Preprocess) -> list[Image.Image]:
     """The images of the given views of one decoded image; the centre crop is computed once for the
     plain and the mirror view."""
@@ -99,6 +104,8 @@ def view_images(img: Image.Image, views: Sequence[int], sha: str, pre: Preproces
             if centre is None:
                 centre = pre.center(img)
             out.append(centre if view == 0 else flip(centre))
+        elif view == CANONICAL:
+            out.append(canonical(img, pre.size))
         else:
             seed = int(hashlib.sha256(f"{sha}:{view}".encode()).hexdigest()[:12], 16)
             out.append(pre.augmented(img, random.Random(seed)))

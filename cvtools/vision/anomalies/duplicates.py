@@ -19,6 +19,11 @@ from . import geometry
 
 BLOCK = 1024  # rows per block in the all-pairs search: memory is BLOCK x N floats, never N x N
 NEIGHBOURS = 10  # the nearest embeddings of an image that are compared with it in detail
+# The second embedding layer: the drawn part, grey and squared (embeddings.CANONICAL). Chosen on dev
+# (benchmarks/dup_bench.py; docs/BENCHMARKS.md, "Duplicates"): copies that were framed, greyed or cropped
+# are often not among their original's nearest by the centre crop, but are by this view.
+DRAWN_PART_DISTANCE = 0.2
+DRAWN_PART_NEIGHBOURS = 5
 
 
 class FeatureStore:
@@ -157,8 +162,17 @@ def _top(rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, k: int) -> tuple[
     return rows[keep], cols[keep], sims[keep]
 
 
-def candidates(refs: list[ImageRef], vecs: np.ndarray, *, max_distance: float, phash_bits: int) -> list[Candidate]:
-    """Every pair one of the cheap layers proposes, with the layers that did."""
+def candidates(
+    refs: list[ImageRef],
+    vecs: np.ndarray,
+    *,
+    max_distance: float,
+    phash_bits: int,
+    drawn: np.ndarray | None = None,
+    drawn_distance: float = DRAWN_PART_DISTANCE,
+) -> list[Candidate]:
+    """Every pair one of the cheap layers proposes, with the layers that did; `drawn`: the embeddings of
+    the drawn-part view, row for row (None: that layer is left out)."""
     found: dict[tuple[int, int], Candidate] = {}
 
     def add(i: int, j: int, layer: str) -> None:
@@ -174,10 +188,13 @@ def candidates(refs: list[ImageRef], vecs: np.ndarray, *, max_distance: float, p
     for i, j, d in embedding_pairs(u, max_distance):
         add(i, j, "embedding")
         found[(i, j)].distance = d
+    if drawn is not None:
+        for i, j, _ in embedding_pairs(power_unit(drawn), drawn_distance, neighbours=DRAWN_PART_NEIGHBOURS):
+            add(i, j, "drawn part")
     for c in found.values():
         if "identical" in c.layers:
             c.distance = 0.0
-        elif "embedding" not in c.layers:  # proposed by its hash alone
+        elif "embedding" not in c.layers:  # proposed by its hash or its drawn part alone
             c.distance = max(0.0, float(1.0 - u[c.i] @ u[c.j]))
     return list(found.values())
 
@@ -224,10 +241,11 @@ def find_duplicates(
     max_distance: float,
     phash_bits: int,
     features: Features,
+    drawn: np.ndarray | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[DuplicatePair]:
     """The verified pairs, across groups first, then by distance. Identical bytes need no check."""
-    cands = candidates(refs, vecs, max_distance=max_distance, phash_bits=phash_bits)
+    cands = candidates(refs, vecs, max_distance=max_distance, phash_bits=phash_bits, drawn=drawn)
     return judge(refs, cands, features, progress)
 
 

@@ -136,7 +136,7 @@ def _scaled(grey: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(grey, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
 
 
-def _square(grey: np.ndarray, side: int) -> np.ndarray:
+def square(grey: np.ndarray, side: int) -> np.ndarray:
     """The drawn part scaled into a side x side canvas of its border colour, centred."""
     small = _scaled(grey, side)
     fill = int(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
@@ -144,6 +144,12 @@ def _square(grey: np.ndarray, side: int) -> np.ndarray:
     y, x = (side - small.shape[0]) // 2, (side - small.shape[1]) // 2
     canvas[y : y + small.shape[0], x : x + small.shape[1]] = small
     return canvas
+
+
+def canonical(img: Image.Image, side: int) -> Image.Image:
+    """The drawn part, grey, on a square canvas of its border colour: what a copy's margin, frame, crop,
+    greying or rescale leave as they were. Embedded as the duplicate search's second view."""
+    return Image.fromarray(square(drawn_part(np.asarray(img.convert("L"))), side)).convert("RGB")
 
 
 def extract(path: Path, *, max_pixels: int) -> Features:
@@ -160,7 +166,7 @@ def of_image(img: Image.Image) -> Features:
     points = np.array([(k.pt[0] - 16, k.pt[1] - 16) for k in kps], dtype=np.float32).reshape(-1, 2)
     if desc is None:
         desc = np.zeros((0, 32), np.uint8)
-    return Features(points, desc, (big.shape[1], big.shape[0]), _square(part, THUMB), max(part.shape))
+    return Features(points, desc, (big.shape[1], big.shape[0]), square(part, THUMB), max(part.shape))
 
 
 def _hull_share(points: np.ndarray, size: tuple[int, int]) -> float:

@@ -13,7 +13,7 @@ from ...errors import BadInput
 from ...jobs import Job
 from ...schemas import AnomalyKind, AnomalyMethod, ImageRef, ImageStatus, LabelMode
 from ..context import VisionContext, VisionService
-from ..embeddings import Item, cached_views
+from ..embeddings import CANONICAL, Item, cached_views
 from . import duplicates, errors
 
 
@@ -93,7 +93,7 @@ class AnomalyService(VisionService):
         refs = self.dataset.with_status(ImageStatus.GROUP) + self.dataset.with_status(ImageStatus.NEW)
         if len(refs) < 2:
             return {"pairs": [], "checked": len(refs), "skipped": []}
-        refs, (vecs,) = self._views(job)(refs, [0])
+        refs, (vecs, drawn) = self._views(job)(refs, [0, CANONICAL])
         s = self.settings
         features = duplicates.Features(self.features, s.max_image_pixels)
         pairs = duplicates.find_duplicates(
@@ -102,6 +102,7 @@ class AnomalyService(VisionService):
             max_distance=s.max_equal_distance,
             phash_bits=s.phash_max_bits,
             features=features,
+            drawn=drawn,
             progress=(lambda d, t: job.progress(d, t, f"Checking pair {d} of {t}")) if job else None,
         )
         return {"pairs": pairs, "checked": len(refs), "skipped": features.skipped}
