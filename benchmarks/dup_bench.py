@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cvtools.settings import Settings
-from cvtools.vision.anomalies import geometry
+from cvtools.vision.anomalies import duplicates, geometry
+from cvtools.vision.vectors import power_unit
 
 from .common import environment
 from .dup_world import World, big_pass, build_world, embed, measures
@@ -43,6 +44,8 @@ GRID = {
 MEASURES = ("keypoints", "small", "inliers", "coverage", "rotation", "aligned", "differing")
 MEASURES += ("plain", "mirrored", "symmetric", "plain_differing", "aligned_start", "plain_start")
 GATES = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]  # min_start (keypoint route), the speed knob, chosen last
+# The drawn-part layer's distance, chosen after the grid (-1: the layer off).
+DRAWN = [-1.0, 0.1, 0.15, 0.2, 0.25, 0.3]
 SEARCH_DISTANCE = 0.45  # candidates measured once; every grid point looks at a subset
 
 
@@ -55,7 +58,10 @@ def table(w: World, cands: list, ms: list) -> dict[str, np.ndarray]:
     return {
         "identical": np.array(["identical" in c.layers for c in cands]),
         "phash": np.array(["perceptual hash" in c.layers for c in cands]),
-        "distance": np.array([c.distance for c in cands]),
+        # The embedding layer's distance; 9 where another layer alone proposed the pair (its distance is
+        # then filled in, but it was not among the nearest and no max_distance would have proposed it).
+        "distance": np.array([c.distance if "embedding" in c.layers else 9.0 for c in cands]),
+        "drawn": np.array([_drawn_distance(w, c) if "drawn part" in c.layers else 9.0 for c in cands]),
         **{k: col(k) for k in MEASURES},
         "true": np.array([lab is True for lab in labels]),
         "false": np.array([lab is False for lab in labels]),
@@ -63,9 +69,15 @@ def table(w: World, cands: list, ms: list) -> dict[str, np.ndarray]:
     }
 
 
+def _drawn_distance(w: World, c: duplicates.Candidate) -> float:
+    u = power_unit(w.drawn[[c.i, c.j]])
+    return float(1.0 - u[0] @ u[1])
+
+
 def decide(t: dict[str, np.ndarray], p: dict[str, float]) -> np.ndarray:
     """The same decision as geometry.decide, for every candidate at once."""
     cand = t["identical"] | t["phash"] | (t["distance"] <= p["max_distance"])
+    cand |= t["drawn"] <= p.get("max_drawn_distance", -1.0)
     kp = (t["inliers"] >= p["min_inliers"]) & (t["rotation"] <= geometry.THRESHOLDS.max_rotation)
     kp &= (t["coverage"] >= p["min_coverage"]) & (t["aligned"] >= p["min_aligned"])
     kp &= (t["differing"] <= p["max_differing"]) & (t["aligned_start"] >= p.get("min_start", -1.0))
@@ -116,6 +128,17 @@ def choose_gate(t: dict[str, np.ndarray], chosen: dict[str, float]) -> dict[str,
     return {**chosen, "min_start": gate}
 
 
+def choose_drawn(t: dict[str, np.ndarray], chosen: dict[str, float], injected: int) -> dict[str, float]:
+    """The drawn-part layer's distance, the other thresholds as chosen: the best recall at the grid's
+    precision (the smaller distance on a tie: fewer candidates); -1 if no distance adds a copy."""
+    best, best_recall = -1.0, score(t, decide(t, chosen), injected)["recall"]
+    for d in DRAWN[1:]:
+        s = score(t, decide(t, {**chosen, "max_drawn_distance": d}), injected)
+        if s["precision"] >= 0.97 and s["recall"] > best_recall:
+            best, best_recall = d, s["recall"]
+    return {**chosen, "max_drawn_distance": best}
+
+
 def ecc_skipped(t: dict[str, np.ndarray], p: dict[str, float]) -> float:
     """Share of the keypoint placements refined by ECC without the gate that it refuses unrefined."""
     placed = t["inliers"] >= p["min_inliers"]
@@ -135,13 +158,12 @@ def per_edit(w: World, t: dict, same: np.ndarray, cands: list) -> dict[str, floa
     return {k: round(hits[k] / totals[k], 3) for k in sorted(totals)}
 
 
-def misses(w: World, t: dict, same: np.ndarray, cands: list, max_distance: float) -> dict[str, int]:
+def misses(w: World, t: dict, same: np.ndarray, cands: list, p: dict[str, float]) -> dict[str, int]:
     """Where the injected copies that were not listed were lost: never proposed by a cheap layer within
-    the chosen distance (the candidate stage), or proposed and refused by the check."""
+    the chosen distances (the candidate stage), or proposed and refused by the check."""
     ids = [frozenset((w.refs[c.i].id, w.refs[c.j].id)) for c in cands]
-    proposed = {
-        k for k, c, d in zip(ids, cands, t["distance"], strict=True) if c.layers != ["embedding"] or d <= max_distance
-    }
+    near = t["identical"] | t["phash"] | (t["distance"] <= p["max_distance"]) | (t["drawn"] <= p["max_drawn_distance"])
+    proposed = {k for k, n in zip(ids, near, strict=True) if n}
     found = {k for k, s in zip(ids, same, strict=True) if s}
     copies = [k for k, v in w.truth.items() if v]
     return {
@@ -181,10 +203,11 @@ def run(dev_name: str, report_name: str, args: argparse.Namespace) -> dict:
             seed=args.seed,
         )
         embed(w)
-        cands, ms, timing = measures(w, SEARCH_DISTANCE)
+        cands, ms, timing = measures(w, SEARCH_DISTANCE, max(DRAWN))
         worlds[role] = (w, cands, table(w, cands, ms), timing)
     w, cands, t, _ = worlds["dev"]
-    chosen = choose_gate(t, tune(t, sum(w.truth.values())))
+    injected = sum(w.truth.values())
+    chosen = choose_drawn(t, choose_gate(t, tune(t, injected)), injected)
     out["ecc_refinements_skipped_on_dev"] = ecc_skipped(t, chosen)
     out["chosen_on_dev"] = chosen
     out["dev_score"] = score(t, decide(t, chosen), sum(w.truth.values()))
@@ -192,10 +215,17 @@ def run(dev_name: str, report_name: str, args: argparse.Namespace) -> dict:
     same = decide(t, chosen)
     out["report_score"] = score(t, same, sum(w.truth.values()))
     out["report_recall_by_edit"] = per_edit(w, t, same, cands)
-    out["report_missed_copies"] = misses(w, t, same, cands, chosen["max_distance"])
+    out["report_missed_copies"] = misses(w, t, same, cands, chosen)
+    out["report_score_without_the_drawn_part"] = score(
+        t, decide(t, {**chosen, "max_drawn_distance": -1.0}), sum(w.truth.values())
+    )
     out["ecc_refinements_skipped_on_report"] = ecc_skipped(t, chosen)
     out["report_score_without_the_gate"] = score(t, decide(t, {**chosen, "min_start": -1.0}), sum(w.truth.values()))
-    app = {**asdict(geometry.THRESHOLDS), "max_distance": APP_DISTANCE}  # the shipped defaults
+    app = {  # the shipped defaults
+        **asdict(geometry.THRESHOLDS),
+        "max_distance": APP_DISTANCE,
+        "max_drawn_distance": duplicates.DRAWN_PART_DISTANCE,
+    }
     out["report_score_with_the_app_defaults"] = score(t, decide(t, app), sum(w.truth.values()))
     out["report_negatives"] = dict(Counter(w.kind.values()))
     out["timing"] = timing
