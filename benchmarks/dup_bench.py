@@ -55,13 +55,14 @@ def table(w: World, cands: list, ms: list) -> dict[str, np.ndarray]:
 
     ids = [(w.refs[c.i].id, w.refs[c.j].id) for c in cands]
     labels = [w.label(a, b) for a, b in ids]
+    drawn = power_unit(w.drawn)
     return {
         "identical": np.array(["identical" in c.layers for c in cands]),
         "phash": np.array(["perceptual hash" in c.layers for c in cands]),
         # The embedding layer's distance; 9 where another layer alone proposed the pair (its distance is
         # then filled in, but it was not among the nearest and no max_distance would have proposed it).
         "distance": np.array([c.distance if "embedding" in c.layers else 9.0 for c in cands]),
-        "drawn": np.array([_drawn_distance(w, c) if "drawn part" in c.layers else 9.0 for c in cands]),
+        "drawn": np.array([1.0 - drawn[c.i] @ drawn[c.j] if "drawn part" in c.layers else 9.0 for c in cands]),
         **{k: col(k) for k in MEASURES},
         "true": np.array([lab is True for lab in labels]),
         "false": np.array([lab is False for lab in labels]),
@@ -69,15 +70,15 @@ def table(w: World, cands: list, ms: list) -> dict[str, np.ndarray]:
     }
 
 
-def _drawn_distance(w: World, c: duplicates.Candidate) -> float:
-    u = power_unit(w.drawn[[c.i, c.j]])
-    return float(1.0 - u[0] @ u[1])
+def proposed(t: dict[str, np.ndarray], p: dict[str, float]) -> np.ndarray:
+    """The candidates a cheap layer proposes within the distances of p."""
+    near = t["identical"] | t["phash"] | (t["distance"] <= p["max_distance"])
+    return near | (t["drawn"] <= p.get("max_drawn_distance", -1.0))
 
 
 def decide(t: dict[str, np.ndarray], p: dict[str, float]) -> np.ndarray:
     """The same decision as geometry.decide, for every candidate at once."""
-    cand = t["identical"] | t["phash"] | (t["distance"] <= p["max_distance"])
-    cand |= t["drawn"] <= p.get("max_drawn_distance", -1.0)
+    cand = proposed(t, p)
     kp = (t["inliers"] >= p["min_inliers"]) & (t["rotation"] <= geometry.THRESHOLDS.max_rotation)
     kp &= (t["coverage"] >= p["min_coverage"]) & (t["aligned"] >= p["min_aligned"])
     kp &= (t["differing"] <= p["max_differing"]) & (t["aligned_start"] >= p.get("min_start", -1.0))
@@ -162,13 +163,12 @@ def misses(w: World, t: dict, same: np.ndarray, cands: list, p: dict[str, float]
     """Where the injected copies that were not listed were lost: never proposed by a cheap layer within
     the chosen distances (the candidate stage), or proposed and refused by the check."""
     ids = [frozenset((w.refs[c.i].id, w.refs[c.j].id)) for c in cands]
-    near = t["identical"] | t["phash"] | (t["distance"] <= p["max_distance"]) | (t["drawn"] <= p["max_drawn_distance"])
-    proposed = {k for k, n in zip(ids, near, strict=True) if n}
+    near = {k for k, n in zip(ids, proposed(t, p), strict=True) if n}
     found = {k for k, s in zip(ids, same, strict=True) if s}
     copies = [k for k, v in w.truth.items() if v]
     return {
-        "not_proposed": sum(k not in proposed for k in copies),
-        "proposed_but_refused": sum(k in proposed and k not in found for k in copies),
+        "not_proposed": sum(k not in near for k in copies),
+        "proposed_but_refused": sum(k in near and k not in found for k in copies),
     }
 
 
