@@ -25,8 +25,8 @@ from PIL import Image
 
 from .. import imaging
 from ..jobs import Job
-from .anomalies.geometry import canonical
 from .backbone import Backbone
+from .drawn import canonical
 from .preprocess import Preprocess, flip
 
 

@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from cvtools.schemas import ImageRef, ImageStatus
 from cvtools.settings import Settings
+from cvtools.vision import drawn
 from cvtools.vision.anomalies import duplicates, geometry, pixels
 from cvtools.vision.embeddings import CANONICAL
 from cvtools.vision.vectors import power_unit
@@ -238,7 +239,7 @@ def test_the_drawn_part_view_ignores_margin_frame_and_colour() -> None:
     original = drawing(21)
     margin = ImageOps.expand(original.convert("L"), border=90, fill=255)
     copies = [jpeg(margin, 60), jpeg(ImageOps.expand(margin, border=6, fill=0), 85)]
-    views = [np.asarray(geometry.canonical(im, 224).convert("L")) for im in (original, *copies, drawing(22))]
+    views = [np.asarray(drawn.canonical(im, 224).convert("L")) for im in (original, *copies, drawing(22))]
     assert all(v.shape == (224, 224) for v in views)
     assert min(pixels.ncc(views[0], v) for v in views[1:3]) > 0.9 and pixels.ncc(views[0], views[3]) < 0.5
 

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ... import imaging
+from ..drawn import drawn_part, scaled, square
 from . import pixels
 
 VERSION = "orb4"  # part of every cached feature set: they follow changes of this module
@@ -112,46 +113,6 @@ class Verdict:
         }
 
 
-def drawn_part(grey: np.ndarray) -> np.ndarray:
-    """The image cropped to what differs from its border colour (a margin or an empty canvas says
-    nothing about the picture), peeled again while the new edge has another colour (a frame around a
-    margin); the whole image when nothing differs."""
-    for _ in range(3):
-        border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-        differs = np.abs(grey.astype(np.int16) - int(np.median(border))) > 24
-        if np.count_nonzero(differs) < 16:
-            return grey
-        ys, xs = np.flatnonzero(differs.any(1)), np.flatnonzero(differs.any(0))  # the rows and columns hit
-        inner = grey[ys[0] : ys[-1] + 1, xs[0] : xs[-1] + 1]
-        if inner.shape == grey.shape:
-            return grey
-        grey = inner
-    return grey
-
-
-def _scaled(grey: np.ndarray, side: int) -> np.ndarray:
-    h, w = grey.shape
-    s = side / max(h, w)
-    size = (max(1, round(w * s)), max(1, round(h * s)))
-    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
-
-
-def square(grey: np.ndarray, side: int) -> np.ndarray:
-    """The drawn part scaled into a side x side canvas of its border colour, centred."""
-    small = _scaled(grey, side)
-    fill = int(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
-    canvas = np.full((side, side), fill, np.uint8)
-    y, x = (side - small.shape[0]) // 2, (side - small.shape[1]) // 2
-    canvas[y : y + small.shape[0], x : x + small.shape[1]] = small
-    return canvas
-
-
-def canonical(img: Image.Image, side: int) -> Image.Image:
-    """The drawn part, grey, on a square canvas of its border colour: what a copy's margin, frame, crop,
-    greying or rescale leave as they were. Embedded as the duplicate search's second view."""
-    return Image.fromarray(square(drawn_part(np.asarray(img.convert("L"))), side)).convert("RGB")
-
-
 def extract(path: Path, *, max_pixels: int) -> Features:
     """The features of an image file; raises imaging.ImageRejected or OSError."""
     return of_image(imaging.load_rgb(path, max_pixels=max_pixels, min_side=2 * SIDE))
@@ -159,7 +120,7 @@ def extract(path: Path, *, max_pixels: int) -> Features:
 
 def of_image(img: Image.Image) -> Features:
     part = drawn_part(np.asarray(img.convert("L")))
-    big = _scaled(part, SIDE)
+    big = scaled(part, SIDE)
     orb = cv2.ORB_create(nfeatures=N_FEATURES, fastThreshold=10, edgeThreshold=15, patchSize=15)
     padded = cv2.copyMakeBorder(big, 16, 16, 16, 16, cv2.BORDER_REPLICATE)  # keypoints near the edge too
     kps, desc = orb.detectAndCompute(padded, None)
