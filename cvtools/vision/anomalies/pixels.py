@@ -8,6 +8,7 @@ import numpy as np
 
 BLOCKS = 4  # the differing share is that of the worst of BLOCKS x BLOCKS parts
 DIFF_SIGMA = 1.0  # a pixel differs when the normalised grey levels differ by more than this
+ECC_ITERATIONS = 25  # at most per alignment: a refused pair runs them all; 40 found no more copies on dev
 
 
 def ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -56,7 +57,7 @@ def _ecc(fa: np.ndarray, fb: np.ndarray, start: np.ndarray) -> np.ndarray | None
     half = [cv2.resize(x, (x.shape[1] // 2, x.shape[0] // 2), interpolation=cv2.INTER_AREA) for x in (fa, fb)]
     w = start.copy()
     w[:, 2] /= 2
-    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 1e-4)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 1e-4)
     try:
         _, w = cv2.findTransformECC(half[0], half[1], w, cv2.MOTION_AFFINE, criteria, None, 3)
     except cv2.error:  # no convergence
