@@ -19,6 +19,9 @@ from . import geometry
 
 BLOCK = 1024  # rows per block in the all-pairs search: memory is BLOCK x N floats, never N x N
 NEIGHBOURS = 10  # the nearest embeddings of an image that are compared with it in detail
+PROJECT_ABOVE = 4000  # images; above, the neighbours are searched in a projection first
+PROJECTION_MARGIN = 0.05  # of cosine distance, added to the cut in the projection
+OVERFETCH = 3  # neighbours found in the projection per neighbour kept at full dimension
 # The second embedding layer: the drawn part, grey and squared (embeddings.CANONICAL). Chosen on dev
 # (benchmarks/dup_bench.py; docs/BENCHMARKS.md, "Duplicates"): copies that were framed, greyed or cropped
 # are often not among their original's nearest by the centre crop, but are by this view.
@@ -95,31 +98,40 @@ def embedding_pairs(
 ) -> list[tuple[int, int, float]]:
     """(i, j, cosine distance) within max_distance, each image with at most `neighbours` nearest others
     (a family of look-alikes, such as sprites of one style, would otherwise propose every pair of its
-    members). Blocked; for large sets a PCA projection finds candidates (with a safety margin) and every
-    candidate is re-checked at full dimension."""
+    members). Blocked; for large sets a projection finds OVERFETCH x `neighbours` candidates per image
+    and they are ranked again at full dimension."""
     n = len(vectors)
     if n < 2:
         return []
     x = unit(vectors)
-    search, margin = x, 0.0
-    if n > 4000 and x.shape[1] > project_to:
-        sample = x[np.random.default_rng(0).choice(n, size=min(n, 4000), replace=False)]
-        mean = sample.mean(0)
-        centred = (sample - mean).astype(np.float64)
-        # The principal axes from the d x d scatter matrix: the same axes as an SVD of the sample, 4x faster.
-        axes = np.linalg.eigh(centred.T @ centred)[1][:, ::-1][:, :project_to].astype(np.float32)
-        # Distances are kept in the projected space with the full norm, so the cut stays comparable.
-        search, margin = unit((x - mean) @ axes), 0.05
-    ii, jj = _nearest(search, 1.0 - (max_distance + margin), neighbours)
+    if n > PROJECT_ABOVE and x.shape[1] > project_to:
+        ii, jj = _nearest(_projected(x, project_to), 1.0 - (max_distance + PROJECTION_MARGIN), OVERFETCH * neighbours)
+        sims = _similarity(x, ii, jj)
+        keep = sims >= 1.0 - max_distance
+        ii, jj = _top(ii[keep], jj[keep], sims[keep], neighbours)[:2]
+    else:
+        ii, jj = _nearest(x, 1.0 - max_distance, neighbours)
     lo, hi = np.minimum(ii, jj), np.maximum(ii, jj)
     _, first = np.unique(lo * n + hi, return_index=True)  # (i, j) and (j, i) are one pair
     lo, hi = lo[first], hi[first]
-    dist = np.concatenate(  # at full dimension, a bounded slice at a time
-        [1.0 - np.einsum("ij,ij->i", x[lo[k : k + 65536]], x[hi[k : k + 65536]]) for k in range(0, len(lo), 65536)]
-        or [np.zeros(0, np.float32)]
-    )
+    dist = 1.0 - _similarity(x, lo, hi)
     keep = dist <= max_distance
     return list(zip(lo[keep].tolist(), hi[keep].tolist(), np.maximum(dist[keep], 0.0).tolist(), strict=True))
+
+
+def _similarity(x: np.ndarray, ii: np.ndarray, jj: np.ndarray) -> np.ndarray:
+    """The cosine similarity of the rows ii and jj of unit vectors x, a bounded slice at a time."""
+    parts = [np.einsum("ij,ij->i", x[ii[k : k + 65536]], x[jj[k : k + 65536]]) for k in range(0, len(ii), 65536)]
+    return np.concatenate(parts or [np.zeros(0, np.float32)]).astype(np.float32)
+
+
+def _projected(x: np.ndarray, dims: int) -> np.ndarray:
+    """x on the `dims` axes that carry most of its second moment, at unit length. Not centred: centring
+    features that share a large mean (pooled activations) made near neighbours look far apart."""
+    sample = x[np.random.default_rng(0).choice(len(x), size=min(len(x), 4000), replace=False)].astype(np.float64)
+    # The axes from the d x d matrix of the sample: the same as an SVD of the sample, 4x faster.
+    axes = np.linalg.eigh(sample.T @ sample)[1][:, ::-1][:, :dims].astype(np.float32)
+    return unit(x @ axes)
 
 
 def _nearest(x: np.ndarray, cut: float, k: int) -> tuple[np.ndarray, np.ndarray]:
