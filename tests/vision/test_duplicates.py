@@ -145,15 +145,21 @@ def test_blocked_neighbour_search_is_the_brute_force_one() -> None:
     x = np.repeat(centres, 60, axis=0) + 0.6 * rng.normal(size=(2400, 64)).astype(np.float32)
     x[100] = x[101]  # an exact tie
     got = {(i, j): d for i, j, d in duplicates.embedding_pairs(x, 0.3, neighbours=5)}
+    want, sims = brute_force_pairs(x, 0.3, 5)
+    assert len(want) > 2000 and set(got) == want
+    assert all(abs(d - (1.0 - sims[i, j])) < 1e-5 for (i, j), d in got.items())
+
+
+def brute_force_pairs(x: np.ndarray, max_distance: float, k: int) -> tuple[set[tuple[int, int]], np.ndarray]:
+    """Every row's k nearest within max_distance, from the whole similarity matrix (also returned)."""
     u = duplicates.unit(x)
     sims = u @ u.T
     np.fill_diagonal(sims, -np.inf)
     want = set()
     for i in range(len(x)):
-        near = [j for j in np.argsort(-sims[i], kind="stable")[:5] if sims[i, j] >= 0.7]
+        near = [j for j in np.argsort(-sims[i], kind="stable")[:k] if sims[i, j] >= 1.0 - max_distance]
         want |= {(min(i, j), max(i, j)) for j in near}
-    assert len(want) > 2000 and set(got) == want
-    assert all(abs(d - (1.0 - sims[i, j])) < 1e-5 for (i, j), d in got.items())
+    return want, sims
 
 
 def test_projected_search_of_a_large_set_is_the_brute_force_one() -> None:
@@ -165,13 +171,7 @@ def test_projected_search_of_a_large_set_is_the_brute_force_one() -> None:
     x = np.maximum(1.5 + np.repeat(centres, 3, axis=0) + 0.7 * rng.normal(size=(4500, 512)), 0).astype(np.float32)
     assert len(x) > duplicates.PROJECT_ABOVE
     got = {(i, j) for i, j, _ in duplicates.embedding_pairs(x, 0.25, neighbours=5)}
-    u = duplicates.unit(x)
-    sims = u @ u.T
-    np.fill_diagonal(sims, -np.inf)
-    want = set()
-    for i in range(len(x)):
-        near = [j for j in np.argsort(-sims[i], kind="stable")[:5] if sims[i, j] >= 0.75]
-        want |= {(min(i, j), max(i, j)) for j in near}
+    want, _ = brute_force_pairs(x, 0.25, 5)
     assert len(want) > 4000 and got == want
 
 
