@@ -22,7 +22,7 @@ from PIL import Image
 
 from cvtools import imaging
 from cvtools.dataset import Incoming
-from cvtools.vision.anomalies import duplicates
+from cvtools.vision.anomalies import pairs as pair_search
 from cvtools.web import presenters
 
 from .common import (
@@ -171,7 +171,7 @@ def main() -> None:
         big[49_000 + k] = big[k] + 0.05 * gen.normal(size=1280).astype(np.float32)
     tracemalloc.start()
     t0 = time.perf_counter()
-    big_pairs = duplicates.embedding_pairs(big, settings.max_equal_distance)
+    big_pairs = pair_search.embedding_pairs(big, settings.max_equal_distance)
     big_s = time.perf_counter() - t0
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()

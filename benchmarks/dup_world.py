@@ -51,7 +51,7 @@ class World:
         return None
 
 
-def _add(sv: Services, group: str, name: str, data: bytes) -> ImageRef | None:
+def add_file(sv: Services, group: str, name: str, data: bytes) -> ImageRef | None:
     if group not in sv.dataset.group_names():
         sv.dataset.create_group(group)
     tmp = sv.dataset.new_tmp_path()
@@ -73,7 +73,7 @@ def build_world(family: Family, *, originals: int, copies: int, mirrors: int, ca
     for group, path in [x for x in pool if x[1] not in used]:
         if len(chosen) == originals:
             break
-        ref = _add(sv, group, path.name, path.read_bytes())
+        ref = add_file(sv, group, path.name, path.read_bytes())
         if ref is not None:
             w.kind[ref.id] = "original"
             chosen.append((ref, imaging.load_rgb(path, max_pixels=MAX_PIXELS)))
@@ -103,7 +103,7 @@ def _copies(w: World, chosen: list, groups: list[str], rng: random.Random) -> No
     for n, (ref, img) in enumerate(chosen):
         data, made = edits.copy_of(img, rng)
         group = ref.group if n % 2 == 0 else rng.choice([g for g in groups if g != ref.group])  # half elsewhere
-        copy = _add(w.sv, group, f"copy-{ref.filename}", data)
+        copy = add_file(w.sv, group, f"copy-{ref.filename}", data)
         if copy is not None:
             w.truth[frozenset((ref.id, copy.id))] = True
             w.origin[copy.id], w.kind[copy.id], w.edits[copy.id] = ref.id, "copy", made
@@ -111,7 +111,7 @@ def _copies(w: World, chosen: list, groups: list[str], rng: random.Random) -> No
 
 def _mirrors(w: World, chosen: list, n: int) -> None:
     for ref, img in [(r, i) for r, i in chosen if not edits.symmetric(i)][:n]:
-        m = _add(w.sv, ref.group, f"mirror-{ref.filename}", edits.mirror(img))
+        m = add_file(w.sv, ref.group, f"mirror-{ref.filename}", edits.mirror(img))
         if m is not None:
             w.truth[frozenset((ref.id, m.id))] = False
             w.origin[m.id], w.kind[m.id] = ref.id, "mirror"
@@ -121,7 +121,7 @@ def _canvases(w: World, sources: list, rng: random.Random) -> None:
     for k in range(0, len(sources) - 1, 2):
         pair = []
         for _, path in sources[k : k + 2]:
-            ref = _add(
+            ref = add_file(
                 w.sv,
                 "certificates",
                 f"canvas-{path.name}",
@@ -209,7 +209,7 @@ def big_pass(total: int, real: int = 3000, seed: int = 0) -> dict:
     ]
     random.Random(seed).shuffle(files)
     for group, path in files[:real]:
-        _add(sv, group, path.name, path.read_bytes())
+        add_file(sv, group, path.name, path.read_bytes())
     t_embed = embed(w)
     n_real = len(w.refs)
     rng = np.random.default_rng(seed)
@@ -218,12 +218,12 @@ def big_pass(total: int, real: int = 3000, seed: int = 0) -> dict:
     vecs, drawn = np.concatenate([w.vecs, fake[0]]), np.concatenate([w.drawn, fake[1]])
     out = {"images": total, "real_images": n_real, "embedding_seconds_not_counted": round(t_embed, 1)}
     # The drawn-part layer first, then the baseline without it: the second pass reads warmer files.
-    out["with_the_drawn_part"] = _timed_pass(sv.settings, refs, vecs, drawn, n_real)
-    out["without_the_drawn_part"] = _timed_pass(sv.settings, refs, vecs, None, n_real)
+    out["with_the_drawn_part"] = timed_pass(sv.settings, refs, vecs, drawn, n_real)
+    out["without_the_drawn_part"] = timed_pass(sv.settings, refs, vecs, None, n_real)
     return out
 
 
-def _timed_pass(s: Settings, refs: list[ImageRef], vecs: np.ndarray, drawn: np.ndarray | None, n_real: int) -> dict:
+def timed_pass(s: Settings, refs: list[ImageRef], vecs: np.ndarray, drawn: np.ndarray | None, n_real: int) -> dict:
     """One duplicate pass, cold keypoints, timed by stage."""
     t0 = time.perf_counter()
     cands = duplicates.candidates(

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from cvtools.settings import Settings
-from cvtools.vision.anomalies import duplicates as anom
+from cvtools.vision.anomalies import pairs as anom
 from cvtools.vision.anomalies.errors import label_errors, neighbour_votes, with_neighbours
 from cvtools.web import create_app
 

@@ -16,9 +16,9 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 from cvtools.schemas import ImageRef, ImageStatus
 from cvtools.settings import Settings
 from cvtools.vision import drawn
-from cvtools.vision.anomalies import duplicates, geometry, pixels
+from cvtools.vision.anomalies import duplicates, geometry, pairs, pixels
 from cvtools.vision.embeddings import CANONICAL
-from cvtools.vision.vectors import power_unit
+from cvtools.vision.vectors import power_unit, unit
 from cvtools.web import create_app
 
 from ..conftest import wait_jobs
@@ -144,7 +144,7 @@ def test_blocked_neighbour_search_is_the_brute_force_one() -> None:
     centres = rng.normal(size=(40, 64)).astype(np.float32)
     x = np.repeat(centres, 60, axis=0) + 0.6 * rng.normal(size=(2400, 64)).astype(np.float32)
     x[100] = x[101]  # an exact tie
-    got = {(i, j): d for i, j, d in duplicates.embedding_pairs(x, 0.3, neighbours=5)}
+    got = {(i, j): d for i, j, d in pairs.embedding_pairs(x, 0.3, neighbours=5)}
     want, sims = brute_force_pairs(x, 0.3, 5)
     assert len(want) > 2000 and set(got) == want
     assert all(abs(d - (1.0 - sims[i, j])) < 1e-5 for (i, j), d in got.items())
@@ -152,7 +152,7 @@ def test_blocked_neighbour_search_is_the_brute_force_one() -> None:
 
 def brute_force_pairs(x: np.ndarray, max_distance: float, k: int) -> tuple[set[tuple[int, int]], np.ndarray]:
     """Every row's k nearest within max_distance, from the whole similarity matrix (also returned)."""
-    u = duplicates.unit(x)
+    u = unit(x)
     sims = u @ u.T
     np.fill_diagonal(sims, -np.inf)
     want = set()
@@ -163,14 +163,14 @@ def brute_force_pairs(x: np.ndarray, max_distance: float, k: int) -> tuple[set[t
 
 
 def test_projected_search_of_a_large_set_is_the_brute_force_one() -> None:
-    """Above PROJECT_ABOVE images the neighbours are found in a projection first. Features that share a
-    large mean and are never negative (pooled activations) once lost most of their pairs there (the
-    projection was centred: 589 of these 4,503); now every image's 5 nearest are the brute-force ones."""
+    """Above pairs.PROJECT_ABOVE images the neighbours are found in a projection first (here above 4,000).
+    Features that share a large mean and are never negative (pooled activations) once lost most of their
+    pairs there (the projection was centred: 589 of these 4,503); now every image's 5 nearest are the
+    brute-force ones."""
     rng = np.random.default_rng(4)
     centres = rng.normal(size=(1500, 512)).astype(np.float32)
     x = np.maximum(1.5 + np.repeat(centres, 3, axis=0) + 0.7 * rng.normal(size=(4500, 512)), 0).astype(np.float32)
-    assert len(x) > duplicates.PROJECT_ABOVE
-    got = {(i, j) for i, j, _ in duplicates.embedding_pairs(x, 0.25, neighbours=5)}
+    got = {(i, j) for i, j, _ in pairs.embedding_pairs(x, 0.25, neighbours=5, project_above=4000)}
     want, _ = brute_force_pairs(x, 0.25, 5)
     assert len(want) > 4000 and got == want
 
@@ -245,7 +245,7 @@ def test_candidates_compare_power_normalised_embeddings() -> None:
     ]
     found = {(c.i, c.j): c for c in duplicates.candidates(refs, x, max_distance=0.45, phash_bits=6)}
     proposed = sum((i, n + i) in found for i in range(n))
-    plain = {(i, j) for i, j, _ in duplicates.embedding_pairs(x, 0.45)}
+    plain = {(i, j) for i, j, _ in pairs.embedding_pairs(x, 0.45)}
     assert proposed >= 25 and sum((i, n + i) in plain for i in range(n)) <= 15
     p = power_unit(x)
     assert all(abs(c.distance - (1.0 - float(p[c.i] @ p[c.j]))) < 1e-5 for c in found.values())
