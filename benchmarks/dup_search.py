@@ -21,8 +21,7 @@ from cvtools.vision.anomalies import duplicates, pairs
 from cvtools.vision.vectors import power_unit
 
 from .common import build, environment
-from .dup_world import World, add_file, embed, timed_pass
-from .families import openclipart, wesnoth
+from .dup_world import World, add_file, embed, real_files, timed_pass
 
 
 def fidelity(vectors: np.ndarray, max_distance: float, neighbours: int) -> dict[str, float]:
@@ -50,10 +49,8 @@ def main() -> None:
     environment()
     _, sv = build(Path(tempfile.mkdtemp(prefix="cvtools-dup-search-")))
     w = World(sv)
-    for f in (openclipart(), wesnoth()):
-        for category, paths in f.categories.items():
-            for path in paths:
-                add_file(sv, f"{f.name}-{category.replace('/', '-')}", path.name, path.read_bytes())
+    for group, path in real_files():
+        add_file(sv, group, path.name, path.read_bytes())
     embed(w)
     s = sv.settings
     out = {

@@ -191,22 +191,27 @@ def measures(
     )
 
 
+def real_files() -> list[tuple[str, Path]]:
+    """(group, path) of every image of the openclipart and Wesnoth families, a group per category."""
+    from .families import openclipart, wesnoth
+
+    return [
+        (f"{f.name}-{c.replace('/', '-')}", p)
+        for f in (openclipart(), wesnoth())
+        for c, ps in f.categories.items()
+        for p in ps
+    ]
+
+
 def big_pass(total: int, real: int = 3000, seed: int = 0) -> dict:
     """The duplicate pass at scale, embeddings given: `real` files drawn from both families (embedded
     once, not timed) plus random directions (no files: the rest of a large dataset, images without a
     look-alike), `total` in all. Timed cold (no keypoints cached), including the check of every
     candidate; and what 50,000 images like the real ones would cost at the measured rates. With the
     drawn-part layer and, in the same process, without it (the baseline)."""
-    from .families import openclipart, wesnoth
-
     _, sv = build(Path(tempfile.mkdtemp(prefix="cvtools-dup-big-")))
     w = World(sv)
-    files = [
-        (f"{f.name}-{c.replace('/', '-')}", p)
-        for f in (openclipart(), wesnoth())
-        for c, ps in f.categories.items()
-        for p in ps
-    ]
+    files = real_files()
     random.Random(seed).shuffle(files)
     for group, path in files[:real]:
         add_file(sv, group, path.name, path.read_bytes())

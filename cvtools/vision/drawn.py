@@ -10,13 +10,17 @@ import numpy as np
 from PIL import Image
 
 
+def border_colour(grey: np.ndarray) -> int:
+    """The median grey level of the outermost rows and columns."""
+    return int(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
+
+
 def drawn_part(grey: np.ndarray) -> np.ndarray:
     """The image cropped to what differs from its border colour (a margin or an empty canvas says
     nothing about the picture), peeled again while the new edge has another colour (a frame around a
     margin); the whole image when nothing differs."""
     for _ in range(3):
-        border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-        differs = np.abs(grey.astype(np.int16) - int(np.median(border))) > 24
+        differs = np.abs(grey.astype(np.int16) - border_colour(grey)) > 24
         if np.count_nonzero(differs) < 16:
             return grey
         ys, xs = np.flatnonzero(differs.any(1)), np.flatnonzero(differs.any(0))  # the rows and columns hit
@@ -38,8 +42,7 @@ def scaled(grey: np.ndarray, side: int) -> np.ndarray:
 def square(grey: np.ndarray, side: int) -> np.ndarray:
     """The drawn part scaled into a side x side canvas of its border colour, centred."""
     small = scaled(grey, side)
-    fill = int(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
-    canvas = np.full((side, side), fill, np.uint8)
+    canvas = np.full((side, side), border_colour(grey), np.uint8)
     y, x = (side - small.shape[0]) // 2, (side - small.shape[1]) // 2
     canvas[y : y + small.shape[0], x : x + small.shape[1]] = small
     return canvas

@@ -55,18 +55,17 @@ def embedding_pairs(
         return []
     x = unit(vectors)
     if n > project_above and x.shape[1] > project_to:
-        ii, jj = _nearest(_projected(x, project_to), 1.0 - (max_distance + PROJECTION_MARGIN), OVERFETCH * neighbours)
-        sims = _similarity(x, ii, jj)
+        cut = 1.0 - (max_distance + PROJECTION_MARGIN)
+        ii, jj, _ = _nearest(_projected(x, project_to), cut, OVERFETCH * neighbours)
+        sims = _similarity(x, ii, jj)  # at full dimension
         keep = sims >= 1.0 - max_distance
-        ii, jj = _top(ii[keep], jj[keep], sims[keep], neighbours)[:2]
+        ii, jj, sims = _top(ii[keep], jj[keep], sims[keep], neighbours)
     else:
-        ii, jj = _nearest(x, 1.0 - max_distance, neighbours)
+        ii, jj, sims = _nearest(x, 1.0 - max_distance, neighbours)
     lo, hi = np.minimum(ii, jj), np.maximum(ii, jj)
     _, first = np.unique(lo * n + hi, return_index=True)  # (i, j) and (j, i) are one pair
-    lo, hi = lo[first], hi[first]
-    dist = 1.0 - _similarity(x, lo, hi)
-    keep = dist <= max_distance
-    return list(zip(lo[keep].tolist(), hi[keep].tolist(), np.maximum(dist[keep], 0.0).tolist(), strict=True))
+    dist = np.maximum(1.0 - sims[first], 0.0)
+    return list(zip(lo[first].tolist(), hi[first].tolist(), dist.tolist(), strict=True))
 
 
 def _similarity(x: np.ndarray, ii: np.ndarray, jj: np.ndarray) -> np.ndarray:
@@ -84,8 +83,8 @@ def _projected(x: np.ndarray, dims: int) -> np.ndarray:
     return unit(x @ axes)
 
 
-def _nearest(x: np.ndarray, cut: float, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, columns): each row's at most k most similar other rows among those reaching `cut`.
+def _nearest(x: np.ndarray, cut: float, k: int) -> tuple[np.ndarray, ...]:
+    """(rows, columns, similarities): each row's at most k most similar other rows among those reaching `cut`.
     Only the blocks on and above the diagonal are multiplied (the similarity is symmetric), the cut
     comes first (few pass it) and only rows with a hit are searched for their positions; the kept
     neighbours are pruned to k per row whenever they pass 4 x n x k, so memory stays bounded."""
@@ -107,7 +106,7 @@ def _nearest(x: np.ndarray, cut: float, k: int) -> tuple[np.ndarray, np.ndarray]
         sims = np.concatenate([sims, s, s])
         if len(rows) > 4 * n * k:  # the top k of a row survive any pruning: prune only when memory asks
             rows, cols, sims = _top(rows, cols, sims, k)
-    return _top(rows, cols, sims, k)[:2]
+    return _top(rows, cols, sims, k)
 
 
 def _top(rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
