@@ -125,6 +125,22 @@ def test_skipped_comparisons_never_change_a_verdict() -> None:
             assert full.same or not geometry.verify(a, b, dataclasses.replace(ungated, min_start=0.5)).same
 
 
+def test_two_nearest_descriptors_are_opencvs() -> None:
+    """FAISS counts the bits (faster than OpenCV's wheel): the same two nearest distances as OpenCV's
+    brute-force matcher, the same nearest wherever it is unique, and -1 past the end of a short list."""
+    import cv2
+
+    a, b = (geometry.of_image(jpeg(drawing(seed), 50)) for seed in (21, 22))
+    for query, base in ((a.descriptors, b.descriptors), (b.descriptors, a.descriptors), (a.descriptors, a.descriptors)):
+        got_d, got_i = geometry.two_nearest(query, base)
+        want_d, want_i = cv2.batchDistance(query, base, cv2.CV_32S, normType=cv2.NORM_HAMMING, K=2)
+        assert len(query) > 200 and np.array_equal(got_d, want_d)
+        unique = want_d[:, 0] < want_d[:, 1]
+        assert unique.mean() > 0.5 and np.array_equal(got_i[unique, 0], want_i[unique, 0])
+    _, short = geometry.two_nearest(a.descriptors, a.descriptors[:1])
+    assert (short[:, 0] == 0).all() and (short[:, 1] == -1).all()
+
+
 def test_part_counts_are_those_of_the_general_sums() -> None:
     """Thumbnails are counted by a reshape; any other size by reduceat: both give each part's count."""
     rng = np.random.default_rng(5)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import faiss
 import numpy as np
 from PIL import Image
 
@@ -163,12 +164,19 @@ def _compare(
     return pixels.compare((a.thumb, _content(a)), (tb, mb), warp, native, gate, differing=not mirror)
 
 
+def two_nearest(query: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Hamming distances, indices) of each query descriptor's two nearest in `base`; index -1 where
+    `base` has fewer than two. FAISS, not cv2.batchDistance or BFMatcher.knnMatch: OpenCV's wheel
+    counts bits without the POPCNT instruction, 2.0 ms for 600 x 600 descriptors against 0.4-0.7 ms
+    (the same distances; ties at the nearest fail the ratio test, so which index a tie names never
+    matters)."""
+    return faiss.knn_hamming(np.ascontiguousarray(query), np.ascontiguousarray(base), 2)
+
+
 def _keypoints(a: Features, b: Features, m: Measure, th: Thresholds | None) -> None:
     """The placement by keypoints; the aligned comparison (its costly part) only when the placement has
     at least th.min_inliers inliers: with fewer, decide() never looks at it."""
-    # The two nearest of each descriptor as arrays (what BFMatcher.knnMatch computes, without a Python
-    # object per match: a fifth of a check's cost went to building and reading them).
-    dist, idx = cv2.batchDistance(b.descriptors, a.descriptors, cv2.CV_32S, normType=cv2.NORM_HAMMING, K=2)
+    dist, idx = two_nearest(b.descriptors, a.descriptors)
     good = np.flatnonzero((idx[:, 1] >= 0) & (dist[:, 0] < RATIO * dist[:, 1]))
     if len(good) < 4:
         return
