@@ -46,6 +46,8 @@ def environment() -> dict[str, str]:
     """Printed first by every benchmark: what the figures were measured with."""
     import platform
 
+    import cv2
+    import faiss
     import numpy
     import torch
 
@@ -63,6 +65,8 @@ def environment() -> dict[str, str]:
         "torch": torch.__version__,
         "onnxruntime": ort,
         "numpy": numpy.__version__,
+        "opencv": cv2.__version__,  # the duplicate check's keypoints and ECC
+        "faiss": faiss.__version__,  # ... and its descriptor matching
     }
     print("# environment: " + "; ".join(f"{k} {v}" for k, v in env.items()), flush=True)
     return env
