@@ -20,7 +20,7 @@ from cvtools.vision.embeddings import CANONICAL, Item, cached_views
 
 from . import edits
 from .common import build
-from .families import MAX_PIXELS, Family
+from .families import MAX_PIXELS, Family, openclipart, wesnoth
 
 
 @dataclass
@@ -193,8 +193,6 @@ def measures(
 
 def real_files() -> list[tuple[str, Path]]:
     """(group, path) of every image of the openclipart and Wesnoth families, a group per category."""
-    from .families import openclipart, wesnoth
-
     return [
         (f"{f.name}-{c.replace('/', '-')}", p)
         for f in (openclipart(), wesnoth())

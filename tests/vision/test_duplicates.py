@@ -9,6 +9,7 @@ import io
 import random
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
@@ -128,8 +129,6 @@ def test_skipped_comparisons_never_change_a_verdict() -> None:
 def test_two_nearest_descriptors_are_opencvs() -> None:
     """FAISS counts the bits (faster than OpenCV's wheel): the same two nearest distances as OpenCV's
     brute-force matcher, the same nearest wherever it is unique, and -1 past the end of a short list."""
-    import cv2
-
     a, b = (geometry.of_image(jpeg(drawing(seed), 50)) for seed in (21, 22))
     for query, base in ((a.descriptors, b.descriptors), (b.descriptors, a.descriptors), (a.descriptors, a.descriptors)):
         got_d, got_i = geometry.two_nearest(query, base)
