@@ -98,12 +98,19 @@ const CV = (() => {
   }
 
   // Follow one job: progress(job) while it runs, done(job) once when it ends — also when it ended
-  // before the page learnt its id (its last event is then gone, so the job is asked for once).
+  // before the page learnt its id, or when its last event never came (a stream that reconnects, or a
+  // page too busy to read it, loses events): the job is asked for at once and every JOB_POLL_MS after.
+  const JOB_POLL_MS = 5000;
   function watchJob(id, { progress, done }) {
     let finished = false;
+    const ask = () => api("GET", `/api/jobs/${id}`)
+      .then((job) => { if (FINISHED.includes(job.state)) end(job); })
+      .catch((e) => { if (e.status === 404) clearInterval(timer); });  // forgotten: nothing more to learn
+    const timer = setInterval(ask, JOB_POLL_MS);
     const end = (job) => {
       if (finished) return;
       finished = true;
+      clearInterval(timer);
       stop();
       done(job);
     };
@@ -111,7 +118,7 @@ const CV = (() => {
       if (job.id !== id) return;
       if (FINISHED.includes(job.state)) end(job); else if (progress) progress(job);
     });
-    api("GET", `/api/jobs/${id}`).then((job) => { if (FINISHED.includes(job.state)) end(job); }).catch(() => {});
+    ask();
   }
 
   // A small indicator of running jobs in the top bar.

@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { $, api, toast, on, el, confusionTable } = CV;
+  const { $, api, toast, on, el, confusionTable, watchJob } = CV;
   const state = { spec: null, run: null, job: null, production: null };
 
   // ---- parameters ----------------------------------------------------------------------
@@ -54,13 +54,30 @@
     $("btn-start").disabled = true;
     try {
       const r = await api("POST", "/api/train", { mode: $("mode").value, params: changedParams() });
-      state.job = r.job;
-      showRun({ id: r.run, state: "queued", epochs: [], classes: [], mode: resolvedMode() });
+      // Its first events may have come before this answer: never show an older state over them.
+      if (!state.run || state.run.id !== r.run) showRun({ id: r.run, state: "queued", epochs: [], classes: [], mode: resolvedMode() });
       setRunning(true, "Starting…");
+      follow(r.job);
     } catch (e) {
       toast(e.message, "error");
       $("btn-start").disabled = false;
     }
+  }
+
+  // The training job's end comes from watchJob, which asks the server when the event was lost (the page
+  // would otherwise show "running" for ever); its progress from the job events below.
+  function follow(id) {
+    if (state.job === id) return;
+    state.job = id;
+    watchJob(id, { done: finished });
+  }
+
+  function finished(job) {
+    if (job.id === state.job) {
+      setRunning(false, job.state === "done" ? "Finished." : job.state === "cancelled" ? "Cancelled." : `Failed: ${job.error}`);
+    }
+    if (job.result && job.result.run) api("GET", `/api/train/runs/${job.result.run}`).then(showRun).catch(() => {});
+    loadModels();
   }
 
   function setRunning(running, message) {
@@ -224,15 +241,11 @@
     on("run", (run) => { if (!state.run || state.run.id === run.id || run.state === "running") showRun(run); });
     on("job", (job) => {
       if (job.kind !== "train") return;
-      if (["queued", "running"].includes(job.state)) {
-        state.job = job.id;
+      if (["queued", "running"].includes(job.state)) {  // also a run started in another tab
+        follow(job.id);
         setRunning(true, job.progress.message);
         $("train-bar").max = Math.max(1, job.progress.total);
         $("train-bar").value = job.progress.done;
-      } else if (job.id === state.job) {
-        setRunning(false, job.state === "done" ? "Finished." : job.state === "cancelled" ? "Cancelled." : `Failed: ${job.error}`);
-        if (job.result && job.result.run) api("GET", `/api/train/runs/${job.result.run}`).then(showRun).catch(() => {});
-        loadModels();
       }
     });
     on("model", () => loadModels());
@@ -241,7 +254,7 @@
     const runs = (await api("GET", "/api/train/runs")).runs;
     if (runs.length) showRun(runs[0]);
     const active = (await api("GET", "/api/status")).jobs.find((j) => j.kind === "train" && ["queued", "running"].includes(j.state));
-    if (active) { state.job = active.id; setRunning(true, active.progress.message); }
+    if (active) { follow(active.id); setRunning(true, active.progress.message); }
     window.cvLearning = state;
   });
 })();

@@ -68,3 +68,22 @@ def test_epochs_table_fills_in_while_the_run_is_running(page, tiny_live_server: 
     assert run["state"] == "running" and rows >= 3
     page.click("#btn-cancel")
     expect(page.locator("#run-state")).to_have_text("cancelled", timeout=60_000)
+
+
+def test_the_end_of_a_run_reaches_the_page_without_the_event_stream(page, tiny_live_server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    """A stream that drops or reconnects loses events, the job's last one too: the page still learns
+    that the run ended (it asks the server while the job runs) and shows the finished run."""
+    url = tiny_live_server.url
+    for cls in ("red", "blue"):
+        httpx.post(url + "/api/groups", json={"name": cls})
+        files = [("files", (f"{cls}{i}.png", class_image(cls, i), "image/png")) for i in range(8)]
+        httpx.post(f"{url}/api/groups/{cls}/images", files=files, timeout=60)
+    page.route("**/api/events", lambda route: route.abort())
+    page.goto(url + "/learning")
+    page.select_option("#mode", "head")
+    page.fill('[data-param="epochs"]', "5")
+    page.click("#btn-start")
+    expect(page.locator("#run-state")).to_have_text("done", timeout=60_000)
+    expect(page.locator("#epochs-table tbody tr")).to_have_count(5)
+    expect(page.locator("#train-progress")).to_have_text("Finished.")
+    expect(page.locator("#btn-start")).to_be_enabled()
