@@ -99,22 +99,38 @@
     updateSelectionInfo();
   }
 
+  // Another group or status: the grid empties at once, so no tile of the old view can be clicked.
   function reloadImages() {
     resetImages();
     if (state.group) loadMore();
   }
 
-  async function loadMore() {
-    if (!state.group || state.loading) return;
-    if (state.images.length && state.images.length >= state.total) return;
+  // The same view again (after a change here or elsewhere): the tiles shown stay until the new page has
+  // come and are then swapped in one step. Emptying first would disable Invert and Select all under a
+  // pointer for the length of a request, and a click in that moment was silently lost.
+  function refreshImages() {
+    if (!state.group) { resetImages(); return; }
+    state.generation++;
+    state.loading = false;
+    loadMore(true);
+  }
+
+  async function loadMore(replace = false) {
+    if (!state.group || (state.loading && !replace)) return;
+    if (!replace && state.images.length && state.images.length >= state.total) return;
     state.loading = true;
     const gen = state.generation;
     try {
-      const url = `/api/groups/${encodeGroup(state.group)}/images?status=${state.status}&offset=${state.images.length}&limit=${PAGE}`;
+      const offset = replace ? 0 : state.images.length;
+      const url = `/api/groups/${encodeGroup(state.group)}/images?status=${state.status}&offset=${offset}&limit=${PAGE}`;
       const data = await api("GET", url);
       if (gen !== state.generation) return;
-      state.total = data.total;
       const grid = $("grid");
+      if (replace) {
+        state.images = [];
+        grid.querySelectorAll(".tile").forEach((t) => t.remove());
+      }
+      state.total = data.total;
       const frag = document.createDocumentFragment();
       for (const img of data.images) {
         state.images.push(img);
@@ -251,7 +267,7 @@
 
   async function refresh() {
     await loadGroups();
-    reloadImages();
+    refreshImages();
   }
 
   // ---- group dialogs -------------------------------------------------------------------
@@ -386,7 +402,7 @@
         toast(e.target.checked ? "Multi-label: an image may now be in several groups" : "Single-label: one group per image");
       } catch (err) { e.target.checked = !e.target.checked; toast(err.message, "error"); }
       await loadGroups();
-      reloadImages();
+      refreshImages();
     });
     $("btn-exclusive").addEventListener("click", async () => {
       const g = state.groups.find((x) => x.name === state.group);
@@ -414,7 +430,7 @@
           return; // the server is restarting or the page is closing; the next event retries
         }
         const touched = ev.groups || [];
-        if (ev.op === "groups" || touched.includes(state.group)) reloadImages();
+        if (ev.op === "groups" || touched.includes(state.group)) refreshImages();
       }, 250);
     });
   }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
@@ -143,6 +144,47 @@ def test_selection_covers_the_whole_section(page, live_server: LiveServer) -> No
     expect(page.locator("#selection-info")).to_have_text("229 of 229 selected")
     page.click("#btn-select-none")
     expect(page.locator("#selection-info")).to_have_text("0 of 229 selected")
+
+
+def test_a_refresh_keeps_the_tiles_and_buttons_until_the_new_page_is_there(page, live_server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    """A change made elsewhere refreshes the grid; while the new page is on its way the old tiles stay and
+    Invert still acts (the grid used to empty first, which disabled Invert and lost a click made then)."""
+    url = live_server.url
+    httpx.post(url + "/api/groups", json={"name": "steady"})
+
+    def add(first: int, n: int) -> None:
+        files = [("files", (f"r{i}.png", shape_image("circle", i, size=40), "image/png"))
+                 for i in range(first, first + n)]
+        assert len(httpx.post(f"{url}/api/groups/steady/images", files=files, timeout=60).json()["added"]) == n
+
+    add(0, 3)
+    page.goto(url + "/#group=steady&status=group")
+    page.wait_for_function("document.querySelectorAll('#grid .tile').length === 3")
+    held: list = []  # type: ignore[type-arg]
+    released = False
+
+    def hold(route) -> None:  # type: ignore[no-untyped-def]
+        if released:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route(re.compile(r"/api/groups/steady/images\?"), hold)
+    add(3, 1)  # another client adds an image: the page's event handler asks for the page again
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(100)
+    assert held, "the page did not ask for its images again after the change"
+    expect(page.locator("#grid .tile")).to_have_count(3)
+    expect(page.locator("#btn-invert")).to_be_enabled()
+    page.click("#btn-invert")
+    expect(page.locator("#selection-info")).to_have_text("3 of 3 selected")
+    released = True
+    for route in held:
+        route.continue_()
+    page.wait_for_function("document.querySelectorAll('#grid .tile').length === 4")
+    expect(page.locator("#selection-info")).to_have_text("4 of 4 selected")  # "all" covers the new image too
 
 
 def test_review_by_keyboard_alone(page, live_server: LiveServer) -> None:  # type: ignore[no-untyped-def]
