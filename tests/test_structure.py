@@ -55,6 +55,18 @@ def test_every_module_imports_alone_in_a_fresh_interpreter() -> None:
     assert proc.stdout.strip() == str(len(names))
 
 
+def test_the_app_starts_without_scikit_learn() -> None:
+    """scikit-learn (with SciPy) costs 2-3 s of every start-up; only training, calibration and the
+    Anomalies jobs need it, so they import it where they use it."""
+    code = (
+        "import sys\nfrom cvtools.web import create_app\n"
+        "print(sorted(m for m in sys.modules if m.startswith('sklearn')))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "[]"
+
+
 def test_no_import_cycles() -> None:
     mods = modules()
     graph = {n: imported(n, p, set(mods)) for n, p in mods.items()}

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.neighbors import NearestNeighbors
 
 from ...schemas import AnomalyMethod, ErrorItem, ImageRef
 from .. import multilabel as ml
@@ -50,6 +49,9 @@ def neighbour_votes(
     n = len(labels)
     k = max(1, min(k, n - 1))
     space = power_unit(x)
+    # Imported here, as evaluate.py's metrics: scikit-learn costs seconds of every start-up.
+    from sklearn.neighbors import NearestNeighbors
+
     nn = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(space)
     parts = []
     for start in range(0, n, CHUNK):
