@@ -31,8 +31,10 @@ from sklearn.metrics import roc_auc_score
 
 from cvtools import imaging
 from cvtools.settings import Settings
+from cvtools.vision.calibration import residual_with_reference
 from cvtools.vision.embeddings import Item, Pipeline
 from cvtools.vision.predictor import load_predictor
+from cvtools.vision.residual import Residual
 from cvtools.vision.vectors import power_unit
 
 from .common import build, environment, import_files, train
@@ -46,6 +48,7 @@ N_UNKNOWN = 60
 MAHA_DIMS = 64  # principal components kept for the Mahalanobis detector
 DISTANCE_WEIGHTS = (0.25, 0.5, 0.65, 0.8)  # candidates for openset.DISTANCE_WEIGHT (1: k-NN, k=1)
 SCALES = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)  # candidates for openset.HELD_OUT_SCALE
+RESIDUAL_DIMS = (8, 16, 32, 64)  # principal components for ViM's residual (the rest is the residual)
 
 
 def draw(family: Family, half: str, seed: int, n_train: int, n_test: int) -> tuple[dict, list[Path]]:
@@ -94,6 +97,17 @@ class Detectors:
         self.means = np.stack([z[y_train == c].mean(0) for c in np.unique(y_train)])
         self.within = LedoitWolf().fit(z - self.means[y_train]).precision_
         self.background = LedoitWolf().fit(z)
+        self.x_train = x_train
+        self.residual = {d: self._fit_residual(d) for d in RESIDUAL_DIMS}
+
+    def _fit_residual(self, dims: int) -> tuple[Residual, np.ndarray, float]:
+        """ViM (Wang et al. 2022) through the app's residual.py with `dims` directions: the residual, its
+        held-out reference (sorted) and alpha, which scales it to the head's logits for ViM's score."""
+        fitted = residual_with_reference(self.cal.space(self.x_train), dims)
+        assert fitted is not None, "too few training images for a residual"
+        logits, _ = self._logits(self.x_train, self.x_train)
+        alpha = float(logits.max(1).mean() / max(fitted[1].mean(), 1e-6))
+        return fitted[0], np.sort(fitted[1]), alpha
 
     def _logits(self, h0: np.ndarray, h1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         head = self.p.head  # type: ignore[attr-defined]
@@ -103,6 +117,11 @@ class Detectors:
         e0, e1 = np.exp(l0 - l0.max(1, keepdims=True)), np.exp(l1 - l1.max(1, keepdims=True))
         probs = (e0 / e0.sum(1, keepdims=True) + e1 / e1.sum(1, keepdims=True)) / 2
         return (l0 + l1) / 2, probs
+
+    def _distance_rank(self, dist: np.ndarray) -> np.ndarray:
+        """The share of known images whose leave-one-out nearest distance is smaller (the feature rank of
+        calibrations before the residual)."""
+        return np.searchsorted(self.cal.dist_ref, dist, side="left") / len(self.cal.dist_ref)
 
     def _maha(self, z: np.ndarray) -> np.ndarray:
         d = z[:, None, :] - self.means[None]
@@ -115,19 +134,29 @@ class Detectors:
         raw = self.cal.space(h0) @ self.cal.vectors.T  # similarity to every training image
         sims = np.sort(raw, axis=1)[:, ::-1]
         judged = [self.cal.judge(pr, f) for pr, f in zip(probs, h0, strict=True)]
-        mixed, r_top, r_dist = self.cal.strangeness(probs.max(1), 1 - sims[:, 0])
+        z = self.cal.space(h0)
+        mixed, r_top, _ = self.cal.strangeness(probs.max(1), self.cal.signal(z, 1 - sims[:, 0]))
+        r_dist = self._distance_rank(1 - sims[:, 0])
         weighted = {f"rank mix, distance weight {w:g}": w * r_dist + (1 - w) * r_top for w in DISTANCE_WEIGHTS}
         # The distance to the nearest training image of the answered group (a near unknown may sit near
         # images of a group other than the one the head picks): alone and in the mix.
         answered = np.array(self.cal.classes)[probs.argmax(1)]
         of_answer = np.array(self.cal.groups)[None, :] == answered[:, None]
         d_answer = 1 - np.where(of_answer, raw, -1.0).max(1)
-        _, _, r_answer = self.cal.strangeness(probs.max(1), d_answer)
+        r_answer = self._distance_rank(d_answer)
         for w in DISTANCE_WEIGHTS:
             weighted[f"answered-group mix, distance weight {w:g}"] = w * r_answer + (1 - w) * r_top
+        energy = logits.max(1) + np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1))
+        for d, (residual, ref, alpha) in self.residual.items():
+            res = residual.norms(z)
+            r_res = np.searchsorted(ref, res, side="left") / len(ref)
+            weighted[f"residual, {d} components"] = res
+            weighted[f"ViM, {d} components"] = alpha * res - energy
+            weighted[f"residual mix 0.8, {d} components"] = 0.8 * r_res + 0.2 * r_top
+            weighted[f"residual + distance mix, {d} components"] = 0.4 * r_res + 0.4 * r_dist + 0.2 * r_top
         return {
             "max probability": -probs.max(1),
-            "energy": -(logits.max(1) + np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1))),
+            "energy": -energy,
             "k-NN, k=1": 1 - sims[:, 0],
             "k-NN, k=5": 1 - sims[:, min(4, sims.shape[1] - 1)],
             "k-NN of the answered group, k=1": d_answer,

@@ -153,8 +153,9 @@ def test_a_refresh_keeps_the_tiles_and_buttons_until_the_new_page_is_there(page,
     httpx.post(url + "/api/groups", json={"name": "steady"})
 
     def add(first: int, n: int) -> None:
-        files = [("files", (f"r{i}.png", shape_image("circle", i, size=40), "image/png"))
-                 for i in range(first, first + n)]
+        files = [
+            ("files", (f"r{i}.png", shape_image("circle", i, size=40), "image/png")) for i in range(first, first + n)
+        ]
         assert len(httpx.post(f"{url}/api/groups/steady/images", files=files, timeout=60).json()["added"]) == n
 
     add(0, 3)

@@ -13,9 +13,10 @@ from ...jobs import Job
 from ...schemas import TrainParams
 from .. import multilabel as ml
 from ..anomalies.folds import out_of_fold_probs
+from ..calibration import calibrate
 from ..embeddings import Item, embed_missing
 from ..head import EpochRow, HeadModel, HeadParams, evaluate_probs, train_head
-from ..openset import Calibration, calibrate
+from ..openset import Calibration
 from .types import Sample, Split, TrainContext
 
 
