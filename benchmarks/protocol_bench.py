@@ -35,7 +35,7 @@ from cvtools.vision.calibration import residual_with_reference
 from cvtools.vision.embeddings import Item, Pipeline
 from cvtools.vision.predictor import load_predictor
 from cvtools.vision.residual import Residual
-from cvtools.vision.vectors import power_unit
+from cvtools.vision.vectors import power_unit, unit
 
 from .common import build, environment, import_files, train
 from .families import FAMILIES, Family
@@ -48,7 +48,9 @@ N_UNKNOWN = 60
 MAHA_DIMS = 64  # principal components kept for the Mahalanobis detector
 DISTANCE_WEIGHTS = (0.25, 0.5, 0.65, 0.8)  # candidates for openset.DISTANCE_WEIGHT (1: k-NN, k=1)
 SCALES = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)  # candidates for openset.HELD_OUT_SCALE
-RESIDUAL_DIMS = (8, 16, 32, 64)  # principal components for ViM's residual (the rest is the residual)
+RESIDUAL_DIMS = (8, 16, 32, 64)
+GEN_GAMMA, GEN_M = 0.1, 100  # GEN's exponent and the number of top probabilities it sums (the paper's)
+NNGUIDE_K = 10  # NNGuide's neighbours  # principal components for ViM's residual (the rest is the residual)
 
 
 def draw(family: Family, half: str, seed: int, n_train: int, n_test: int) -> tuple[dict, list[Path]]:
@@ -99,6 +101,9 @@ class Detectors:
         self.background = LedoitWolf().fit(z)
         self.x_train = x_train
         self.residual = {d: self._fit_residual(d) for d in RESIDUAL_DIMS}
+        # NNGuide's bank: the training features (cosine space) scaled by their own energy.
+        logits, _ = self._logits(x_train, x_train)
+        self.bank = unit(power_unit(x_train)) * self._energy(logits)[:, None]
 
     def _fit_residual(self, dims: int) -> tuple[Residual, np.ndarray, float]:
         """ViM (Wang et al. 2022) through the app's residual.py with `dims` directions: the residual, its
@@ -123,6 +128,17 @@ class Detectors:
         calibrations before the residual)."""
         return np.searchsorted(self.cal.dist_ref, dist, side="left") / len(self.cal.dist_ref)
 
+    @staticmethod
+    def _energy(logits: np.ndarray) -> np.ndarray:
+        return logits.max(1) + np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1))
+
+    def _nnguide(self, h0: np.ndarray, energy: np.ndarray) -> np.ndarray:
+        """NNGuide (Park et al. 2023): the energy times the mean similarity to the 10 nearest entries of
+        the energy-scaled bank; higher: more known."""
+        sims = unit(power_unit(h0)) @ self.bank.T
+        k = min(NNGUIDE_K, sims.shape[1])
+        return energy * np.sort(sims, axis=1)[:, -k:].mean(1)
+
     def _maha(self, z: np.ndarray) -> np.ndarray:
         d = z[:, None, :] - self.means[None]
         within = np.einsum("nkd,de,nke->nk", d, self.within, d).min(1)
@@ -146,7 +162,12 @@ class Detectors:
         r_answer = self._distance_rank(d_answer)
         for w in DISTANCE_WEIGHTS:
             weighted[f"answered-group mix, distance weight {w:g}"] = w * r_answer + (1 - w) * r_top
-        energy = logits.max(1) + np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1))
+        energy = self._energy(logits)
+        top_m = np.sort(probs, axis=1)[:, ::-1][:, :GEN_M]
+        gen = (top_m**GEN_GAMMA * (1 - top_m) ** GEN_GAMMA).sum(1)  # GEN (Liu et al. 2023): higher, more unknown
+        nnguide = self._nnguide(h0, energy)
+        weighted["GEN"] = gen
+        weighted["NNGuide"] = -nnguide
         for d, (residual, ref, alpha) in self.residual.items():
             res = residual.norms(z)
             r_res = np.searchsorted(ref, res, side="left") / len(ref)
