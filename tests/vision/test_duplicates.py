@@ -152,9 +152,13 @@ def test_part_counts_are_those_of_the_general_sums() -> None:
         assert pixels._part_sums(mask, ys, xs).tolist() == want
 
 
-def test_blocked_neighbour_search_is_the_brute_force_one() -> None:
-    """Blocks above the diagonal only, pruned to k per row after each block: the same pairs as every
-    row's k nearest within the distance, over block boundaries and with ties."""
+@pytest.mark.parametrize(("block", "tile"), [(1024, 8192), (256, 384), (300, 256)])
+def test_blocked_neighbour_search_is_the_brute_force_one(block: int, tile: int, monkeypatch) -> None:
+    """Tiles on and above the diagonal only, pruned to k per row when memory asks: the same pairs as
+    every row's k nearest within the distance, over band and tile boundaries (also where a band's
+    first tile is narrower than the band) and with ties."""
+    monkeypatch.setattr(pairs, "BLOCK", block)
+    monkeypatch.setattr(pairs, "TILE", tile)
     rng = np.random.default_rng(3)
     centres = rng.normal(size=(40, 64)).astype(np.float32)
     x = np.repeat(centres, 60, axis=0) + 0.6 * rng.normal(size=(2400, 64)).astype(np.float32)

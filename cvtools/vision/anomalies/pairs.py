@@ -7,7 +7,8 @@ import numpy as np
 
 from ..vectors import unit
 
-BLOCK = 1024  # rows per block in the all-pairs search: memory is BLOCK x N floats, never N x N
+BLOCK = 1024  # rows per band in the all-pairs search
+TILE = 8192  # columns per product: memory is BLOCK x TILE floats, never N x N
 NEIGHBOURS = 10  # the nearest embeddings of an image that are compared with it in detail
 PROJECT_ABOVE = 15000  # images; above, a projection is faster than the exact search (BENCHMARKS)
 PROJECTION_MARGIN = 0.05  # of cosine distance, added to the cut in the projection
@@ -85,28 +86,39 @@ def _projected(x: np.ndarray, dims: int) -> np.ndarray:
 
 def _nearest(x: np.ndarray, cut: float, k: int) -> tuple[np.ndarray, ...]:
     """(rows, columns, similarities): each row's at most k most similar other rows among those reaching `cut`.
-    Only the blocks on and above the diagonal are multiplied (the similarity is symmetric), the cut
+    Only the tiles on and above the diagonal are multiplied (the similarity is symmetric), the cut
     comes first (few pass it) and only rows with a hit are searched for their positions; the kept
     neighbours are pruned to k per row whenever they pass 4 x n x k, so memory stays bounded."""
-    n = len(x)
-    rows, cols, sims = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    x = x.astype(np.float32, copy=False)
+    n, xt = len(x), np.ascontiguousarray(x.T)
+    # One BLOCK x TILE buffer for every product: a fresh block per row band (200 MB at 50,000 images)
+    # was paged in anew each time, and the cut read it back from memory, not from the cache (the
+    # 50,000-vector search 8.3-10.3 s -> 6.9-7.8 s, the same pairs).
+    buf = np.empty((min(BLOCK, n), min(TILE, n)), np.float32)
+    found: list[tuple[np.ndarray, ...]] = []
+    kept = 0
     for start in range(0, n, BLOCK):
-        block = x[start : start + BLOCK] @ x[start:].T
-        size = len(block)
-        block[:, :size][np.tril_indices(size)] = -np.inf  # itself and pairs seen from the other side
-        hit = np.flatnonzero(block.max(1) >= cut)
-        if len(hit) > size // 4:  # most rows have a neighbour: a copy of them would cost more than it saves
-            r, c = np.nonzero(block >= cut)
-        else:
-            r, c = np.nonzero(block[hit] >= cut)
+        rows = x[start : start + BLOCK]
+        for col in range(start, n, TILE):
+            tile = buf[: len(rows), : min(TILE, n - col)]
+            np.matmul(rows, xt[:, col : col + tile.shape[1]], out=tile)
+            diagonal = min(tile.shape[1], start + len(rows) - col)  # columns that are rows of this band
+            if diagonal > 0:  # itself and the pairs seen from the other side
+                diag = tile[:, :diagonal]
+                np.copyto(diag, -np.inf, where=np.tri(*diag.shape, k=start - col, dtype=bool))
+            hit = np.flatnonzero(tile.max(1) >= cut)
+            r, c = np.nonzero(tile[hit] >= cut)
             r = hit[r]
-        s = block[r, c]
-        r, c = r + start, c + start
-        rows, cols = np.concatenate([rows, r, c]), np.concatenate([cols, c, r])
-        sims = np.concatenate([sims, s, s])
-        if len(rows) > 4 * n * k:  # the top k of a row survive any pruning: prune only when memory asks
-            rows, cols, sims = _top(rows, cols, sims, k)
-    return _top(rows, cols, sims, k)
+            s = tile[r, c]
+            r, c = r + start, c + col
+            found.append((np.concatenate([r, c]), np.concatenate([c, r]), np.concatenate([s, s])))
+            kept += 2 * len(s)
+        if kept > 4 * n * k:  # the top k of a row survive any pruning: prune only when memory asks
+            found = [_top(*(np.concatenate(part) for part in zip(*found, strict=True)), k)]
+            kept = len(found[0][0])
+    if not found:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return _top(*(np.concatenate(part) for part in zip(*found, strict=True)), k)
 
 
 def _top(rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
