@@ -42,7 +42,7 @@ GRID = {
     "max_plain_differing": [0.05, 0.1, 0.15, 0.25],
 }
 MEASURES = ("keypoints", "small", "inliers", "coverage", "rotation", "aligned", "differing")
-MEASURES += ("plain", "mirrored", "symmetric", "plain_differing", "aligned_start", "plain_start")
+MEASURES += ("plain", "mirrored", "symmetric", "plain_differing", "aligned_start", "plain_start", "plain_stretch")
 GATES = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]  # min_start (keypoint route), the speed knob, chosen last
 # The drawn-part layer's distance, chosen after the grid (-1: the layer off).
 DRAWN = [-1.0, 0.1, 0.15, 0.2, 0.25, 0.3]
@@ -84,6 +84,7 @@ def decide(t: dict[str, np.ndarray], p: dict[str, float]) -> np.ndarray:
     kp &= (t["differing"] <= p["max_differing"]) & (t["aligned_start"] >= p.get("min_start", -1.0))
     mirror = (t["mirrored"] > t["plain"] - p["mirror_margin"]) & (t["symmetric"] < p["min_plain"])
     px = (t["plain"] >= p["min_plain"]) & ~mirror & (t["plain_differing"] <= p["max_plain_differing"])
+    px &= t["plain_stretch"] <= p.get("max_plain_stretch", np.inf)  # chosen on glyphs (dup_stretch.py)
     return t["identical"] | (cand & (kp | px))
 
 

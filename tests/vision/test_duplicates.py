@@ -111,6 +111,38 @@ def test_plain_images_use_the_pixel_rule() -> None:
     assert not verdict(plain, other).same
 
 
+def plain_shape(kind: str, w: int, h: int) -> Image.Image:
+    img = Image.new("RGB", (200, 200), "white")
+    x, y = (200 - w) // 2, (200 - h) // 2
+    if kind == "ellipse":
+        ImageDraw.Draw(img).ellipse((x, y, x + w, y + h), fill=(30, 90, 200))
+    else:
+        ImageDraw.Draw(img).polygon([(x, y + h), (x + w // 2, y), (x + w, y + h)], fill=(30, 90, 200))
+    return img
+
+
+@pytest.mark.parametrize("kind", ["ellipse", "triangle"])
+def test_a_shape_stretched_unevenly_is_not_a_copy(kind: str) -> None:
+    """The pixel rule's affine alignment bends one plain shape onto another (a circle onto an ellipse
+    correlates 0.99 once stretched; on glyphs, a bold 4 onto an A). Copies are cropped, rescaled and
+    turned, not stretched unevenly: a placement stretched beyond max_plain_stretch is refused, and the
+    reason says so; an evenly rescaled copy is still listed."""
+    shape = plain_shape(kind, 120, 120)
+    v = verdict(shape, plain_shape(kind, 160, 100))
+    assert not v.same and "stretched" in v.reason, (v.reason, v.measure)
+    assert v.measure.plain is not None and v.measure.plain >= geometry.THRESHOLDS.min_plain
+    assert v.measure.plain_stretch > geometry.THRESHOLDS.max_plain_stretch
+    copy = verdict(shape, jpeg(shape.resize((90, 90)), 70))
+    assert copy.same and copy.method == "pixels", (copy.reason, copy.measure)
+
+
+def test_stretch_of_a_placement() -> None:
+    turn = cv2.getRotationMatrix2D((64, 64), 8, 0.6)  # rotation, one scale and a shift
+    assert pixels.stretch(turn) == pytest.approx(1.0)
+    assert pixels.stretch(np.array([[1.5, 0, 3], [0, 1.0, -2]])) == pytest.approx(1.5)
+    assert pixels.stretch(np.array([[1.0, 0.4, 0], [0, 1.0, 0]])) > 1.4  # a shear
+
+
 def test_skipped_comparisons_never_change_a_verdict() -> None:
     """verify() skips what decide() would not look at: without the gate (min_start), its verdicts are
     those of the full measure under the same thresholds."""

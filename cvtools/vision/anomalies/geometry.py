@@ -30,6 +30,7 @@ THUMB = 128  # the drawn part for the pixel comparisons, longer side (aligned at
 N_FEATURES = 600
 RATIO = 0.8  # Lowe's ratio test
 RANSAC_PX = 8.0  # reprojection error of an inlier, pixels at SIDE
+STRETCH_CHOSEN = 1.05  # benchmarks/dup_stretch.py, on glyphs (docs/BENCHMARKS.md, "Duplicates")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class Thresholds:
     min_plain: float = 0.85  # the pixel rule: correlation once aligned by ECC alone
     max_plain_differing: float = 0.15  # the pixel rule: share of the worst part that may differ
     mirror_margin: float = 0.0  # the pixel rule: the copy beats the mirror image by this, unless symmetric
+    # The pixel rule: the placement's stretch at most this (pixels.stretch). Chosen on the glyph family
+    # (benchmarks/dup_stretch.py), which neither family of the other thresholds is.
+    max_plain_stretch: float = STRETCH_CHOSEN
     # A keypoint placement correlating less than this before ECC refines it is refused unrefined (a speed
     # knob, at most min_aligned). The pixel rule is never gated: its start (the drawn parts centred on
     # each other) may be far off for a true copy, its refinement is what finds the placement.
@@ -93,6 +97,7 @@ class Measure:
     mirrored: float | None = None  # ... with the mirror image
     symmetric: float | None = None  # ... of the first image with its own mirror image
     plain_differing: float = 1.0  # ... the share of the area that differs
+    plain_stretch: float = 1.0  # ... how far its placement is from a rotation with one scale
 
 
 @dataclass
@@ -155,7 +160,7 @@ def _content(f: Features) -> np.ndarray:
 
 def _compare(
     a: Features, b: Features, warp: np.ndarray | None, native: int, mirror: bool = False, gate: float = -1.0
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, float]:
     """pixels.compare of the two thumbnails over their drawn parts; `mirror`: b's mirror image (its
     correlation alone is looked at)."""
     tb, mb = b.thumb, _content(b)
@@ -194,7 +199,7 @@ def _keypoints(a: Features, b: Features, m: Measure, th: Thresholds | None) -> N
     if abs(np.linalg.det(b_to_a)) < 1e-6:  # everything mapped onto a point: no placement
         return
     gate = th.min_start if th else -1.0
-    m.aligned, m.differing, m.aligned_start = _compare(a, b, np.linalg.inv(b_to_a)[:2], m.small, gate=gate)
+    m.aligned, m.differing, m.aligned_start, _ = _compare(a, b, np.linalg.inv(b_to_a)[:2], m.small, gate=gate)
 
 
 def measure(a: Features, b: Features, th: Thresholds | None = None) -> Measure:
@@ -208,7 +213,7 @@ def measure(a: Features, b: Features, th: Thresholds | None = None) -> Measure:
         _keypoints(a, b, m, th)
     if th is not None and _by_keypoints(m, th):
         return m
-    m.plain, m.plain_differing, m.plain_start = _compare(a, b, None, m.small)
+    m.plain, m.plain_differing, m.plain_start, m.plain_stretch = _compare(a, b, None, m.small)
     if th is not None and m.plain < th.min_plain:
         return m
     m.mirrored = _compare(a, b, None, m.small, mirror=True)[0]  # never gated: it may only refuse
@@ -234,8 +239,11 @@ def decide(m: Measure, th: Thresholds = THRESHOLDS) -> Verdict:
         return Verdict(True, "keypoints", f"{m.inliers} keypoints agree, covering {m.coverage:.0%}", m)
     plain, mirrored, symmetric = m.plain or 0.0, m.mirrored or 0.0, m.symmetric or 0.0
     mirror = mirrored > plain - th.mirror_margin and symmetric < th.min_plain
-    if plain >= th.min_plain and m.plain_differing <= th.max_plain_differing and not mirror:
+    agree = plain >= th.min_plain and m.plain_differing <= th.max_plain_differing and not mirror
+    if agree and m.plain_stretch <= th.max_plain_stretch:
         return Verdict(True, "pixels", f"the aligned pictures agree (correlation {plain:.2f})", m)
+    if agree:
+        return Verdict(False, "pixels", f"they agree only when one is stretched ({m.plain_stretch:.2f}x)", m)
     if m.inliers < th.min_inliers:
         return Verdict(False, "keypoints", f"{m.inliers} keypoints agree on one placement", m)
     if mirror and plain >= th.min_plain:

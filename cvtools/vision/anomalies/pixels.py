@@ -27,30 +27,39 @@ def compare(
     native: int,
     gate: float = -1.0,
     differing: bool = True,
-) -> tuple[float, float, float]:
-    """(correlation, differing share of the worst part, correlation before refinement) of b moved onto
-    a, over the area both drawn parts cover: `warp` maps a's thumbnail coordinates to b's (None: from
-    the identity), refined by ECC (an affine motion that does not reflect) on thumbnails of half the
-    size, unless the start correlates less than `gate` (ECC is most of the cost of a check). Both are
-    blurred to the sharpness of the smaller image (`native` pixels): a 50-pixel copy is not a different
-    picture for being blurred. a and b: (thumbnail, 0/1 mask of its drawn part). Without `differing`
-    the differing share is not measured (1.0 is returned): the mirror image needs only the correlation."""
+) -> tuple[float, float, float, float]:
+    """(correlation, differing share of the worst part, correlation before refinement, stretch of the
+    placement: pixels.stretch) of b moved onto a, over the area both drawn parts cover: `warp` maps
+    a's thumbnail coordinates to b's (None: from the identity), refined by ECC (an affine motion that
+    does not reflect) on thumbnails of half the size, unless the start correlates less than `gate` (ECC
+    is most of the cost of a check). Both are blurred to the sharpness of the smaller image (`native`
+    pixels): a 50-pixel copy is not a different picture for being blurred. a and b: (thumbnail, 0/1
+    mask of its drawn part). Without `differing` the differing share is not measured (1.0 is
+    returned): the mirror image needs only the correlation."""
     (fa, ma), (fb, mb) = ((t.astype(np.float32), m) for t, m in (a, b))
     sigma = 0.6 * fa.shape[0] / max(1, native)
     if sigma > 0.5:
         fa, fb = cv2.GaussianBlur(fa, (0, 0), sigma), cv2.GaussianBlur(fb, (0, 0), sigma)
     start = np.eye(2, 3, dtype=np.float32) if warp is None else warp.astype(np.float32)
     first = _placed(fa, fb, start, ma, mb)
-    best = first
+    best, placement = first, start
     refined = _ecc(fa, fb, start) if first[0] >= gate else None
     if refined is not None:  # ECC may also walk away from a good start: the better of the two counts
         then = _placed(fa, fb, refined, ma, mb)
         if then[0] > best[0]:
-            best = then
+            best, placement = then, refined
     corr, moved, inside = best
     if not differing or moved is None:
-        return corr, 1.0, first[0]
-    return corr, _worst_part(fa, moved, inside), first[0]
+        return corr, 1.0, first[0], stretch(placement)
+    return corr, _worst_part(fa, moved, inside), first[0], stretch(placement)
+
+
+def stretch(w: np.ndarray) -> float:
+    """How far a placement is from a rotation with one scale: the ratio of its two singular values (1:
+    not at all). Copies are cropped, rescaled and turned, not sheared or stretched unevenly, but an
+    affine ECC can bend one small blurred shape onto another (a bold 4 onto an A)."""
+    sv = np.linalg.svd(np.asarray(w, np.float64)[:, :2], compute_uv=False)
+    return float(sv[0] / max(sv[1], 1e-9))
 
 
 def _ecc(fa: np.ndarray, fb: np.ndarray, start: np.ndarray) -> np.ndarray | None:
