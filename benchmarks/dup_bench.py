@@ -84,7 +84,8 @@ def decide(t: dict[str, np.ndarray], p: dict[str, float]) -> np.ndarray:
     kp &= (t["differing"] <= p["max_differing"]) & (t["aligned_start"] >= p.get("min_start", -1.0))
     mirror = (t["mirrored"] > t["plain"] - p["mirror_margin"]) & (t["symmetric"] < p["min_plain"])
     px = (t["plain"] >= p["min_plain"]) & ~mirror & (t["plain_differing"] <= p["max_plain_differing"])
-    px &= t["plain_stretch"] <= p.get("max_plain_stretch", np.inf)  # chosen on glyphs (dup_stretch.py)
+    # The stretch limit is not searched here: chosen on glyphs (dup_stretch.py), it holds in every grid point.
+    px &= t["plain_stretch"] <= p.get("max_plain_stretch", geometry.THRESHOLDS.max_plain_stretch)
     return t["identical"] | (cand & (kp | px))
 
 
@@ -222,6 +223,9 @@ def run(dev_name: str, report_name: str, args: argparse.Namespace) -> dict:
     )
     out["ecc_refinements_skipped_on_report"] = ecc_skipped(t, chosen)
     out["report_score_without_the_gate"] = score(t, decide(t, {**chosen, "min_start": -1.0}), sum(w.truth.values()))
+    out["report_score_without_the_stretch_limit"] = score(
+        t, decide(t, {**chosen, "max_plain_stretch": np.inf}), sum(w.truth.values())
+    )
     app = {  # the shipped defaults
         **asdict(geometry.THRESHOLDS),
         "max_distance": APP_DISTANCE,
