@@ -30,6 +30,7 @@ from .common import environment
 from .dup_world import World, big_pass, build_world, embed, measures
 from .families import FAMILIES
 
+DEV, REPORT = "openclipart", "wesnoth"  # the default direction; the other is run with the two swapped
 APP_DISTANCE = Settings.model_fields["max_equal_distance"].default  # the shipped default
 GRID = {
     "max_distance": [0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45],
@@ -242,8 +243,8 @@ def run(dev_name: str, report_name: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     environment()
     ap = argparse.ArgumentParser()
-    ap.add_argument("--dev", default="openclipart")
-    ap.add_argument("--report", default="wesnoth")
+    ap.add_argument("--dev", default=DEV)
+    ap.add_argument("--report", default=REPORT)
     ap.add_argument("--originals", type=int, default=200)
     ap.add_argument("--copies", type=int, default=100)
     ap.add_argument("--mirrors", type=int, default=40)

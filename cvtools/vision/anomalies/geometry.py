@@ -30,7 +30,6 @@ THUMB = 128  # the drawn part for the pixel comparisons, longer side (aligned at
 N_FEATURES = 600
 RATIO = 0.8  # Lowe's ratio test
 RANSAC_PX = 8.0  # reprojection error of an inlier, pixels at SIDE
-STRETCH_CHOSEN = 1.05  # benchmarks/dup_stretch.py, on glyphs (docs/BENCHMARKS.md, "Duplicates")
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ class Thresholds:
     mirror_margin: float = 0.0  # the pixel rule: the copy beats the mirror image by this, unless symmetric
     # The pixel rule: the placement's stretch at most this (pixels.stretch). Chosen on the glyph family
     # (benchmarks/dup_stretch.py), which neither family of the other thresholds is.
-    max_plain_stretch: float = STRETCH_CHOSEN
+    max_plain_stretch: float = 1.05
     # A keypoint placement correlating less than this before ECC refines it is refused unrefined (a speed
     # knob, at most min_aligned). The pixel rule is never gated: its start (the drawn parts centred on
     # each other) may be far off for a true copy, its refinement is what finds the placement.
@@ -160,7 +159,7 @@ def _content(f: Features) -> np.ndarray:
 
 def _compare(
     a: Features, b: Features, warp: np.ndarray | None, native: int, mirror: bool = False, gate: float = -1.0
-) -> tuple[float, float, float, float]:
+) -> tuple[float, float, float, np.ndarray]:
     """pixels.compare of the two thumbnails over their drawn parts; `mirror`: b's mirror image (its
     correlation alone is looked at)."""
     tb, mb = b.thumb, _content(b)
@@ -213,7 +212,8 @@ def measure(a: Features, b: Features, th: Thresholds | None = None) -> Measure:
         _keypoints(a, b, m, th)
     if th is not None and _by_keypoints(m, th):
         return m
-    m.plain, m.plain_differing, m.plain_start, m.plain_stretch = _compare(a, b, None, m.small)
+    m.plain, m.plain_differing, m.plain_start, placement = _compare(a, b, None, m.small)
+    m.plain_stretch = pixels.stretch(placement)
     if th is not None and m.plain < th.min_plain:
         return m
     m.mirrored = _compare(a, b, None, m.small, mirror=True)[0]  # never gated: it may only refuse

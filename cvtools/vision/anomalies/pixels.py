@@ -27,9 +27,9 @@ def compare(
     native: int,
     gate: float = -1.0,
     differing: bool = True,
-) -> tuple[float, float, float, float]:
-    """(correlation, differing share of the worst part, correlation before refinement, stretch of the
-    placement: pixels.stretch) of b moved onto a, over the area both drawn parts cover: `warp` maps
+) -> tuple[float, float, float, np.ndarray]:
+    """(correlation, differing share of the worst part, correlation before refinement, the placement
+    that counted: a 2 x 3 matrix) of b moved onto a, over the area both drawn parts cover: `warp` maps
     a's thumbnail coordinates to b's (None: from the identity), refined by ECC (an affine motion that
     does not reflect) on thumbnails of half the size, unless the start correlates less than `gate` (ECC
     is most of the cost of a check). Both are blurred to the sharpness of the smaller image (`native`
@@ -50,8 +50,8 @@ def compare(
             best, placement = then, refined
     corr, moved, inside = best
     if not differing or moved is None:
-        return corr, 1.0, first[0], stretch(placement)
-    return corr, _worst_part(fa, moved, inside), first[0], stretch(placement)
+        return corr, 1.0, first[0], placement
+    return corr, _worst_part(fa, moved, inside), first[0], placement
 
 
 def stretch(w: np.ndarray) -> float:
