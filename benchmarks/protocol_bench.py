@@ -10,10 +10,11 @@ shipped rank mix (`openset.Calibration`) with the candidate weights of its dista
 mean of near and far AUROC); also the distance to the nearest training image of the answered group, alone
 and in the mix (tried on dev, not shipped: docs/BENCHMARKS.md). AUROC by scikit-learn; for the shipped
 calibrated verdict also the share of known images called unknown and of unknowns caught. On the same
-run, the accuracy levers of benchmarks/levers.py (head, cross-validated probe, cache blends). Choices are
-read on `dev` only.
+run, the accuracy levers of benchmarks/levers.py (head, cross-validated probe, cache blends). With
+--measured-scale, also the held-out correction measured on each run's own training images
+(benchmarks/heldout_scale.py; tried on dev, not shipped). Choices are read on `dev` only.
 
-    python -m benchmarks.protocol_bench [--half dev|report|both] [--train 30 --test 15]
+    python -m benchmarks.protocol_bench [--half dev|report|both] [--train 30 --test 15] [--measured-scale]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +32,18 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
 
 from cvtools import imaging
+from cvtools.schemas import TrainParams
 from cvtools.settings import Settings
 from cvtools.vision.calibration import residual_with_reference
 from cvtools.vision.embeddings import Item, Pipeline
 from cvtools.vision.predictor import load_predictor
 from cvtools.vision.residual import Residual
+from cvtools.vision.training.head_mode import head_params
 from cvtools.vision.vectors import power_unit, unit
 
 from .common import build, environment, import_files, train
 from .families import FAMILIES, Family
+from .heldout_scale import held_out_p_values, scale_from
 from .levers import accuracy
 
 SEEDS = (0, 1, 2)
@@ -189,7 +194,9 @@ class Detectors:
         }
 
 
-def one(family: Family, other: Family, half: str, seed: int, n_train: int, n_test: int) -> dict[str, float]:
+def one(
+    family: Family, other: Family, half: str, seed: int, n_train: int, n_test: int, measure_scale: bool = False
+) -> dict[str, float]:
     settings, sv = build(load=False)
     groups, near = draw(family, half, seed, n_train, n_test)
     for g, (tr, _) in groups.items():
@@ -208,6 +215,15 @@ def one(family: Family, other: Family, half: str, seed: int, n_train: int, n_tes
     h0, h1 = embed(pipe, known)
     y_known = np.array([classes.index(g) for g in classes for _ in groups[g][1]])
     levers = accuracy(p.head, x_tr, det.y_train, h0, h1, y_known)
+    measured = None
+    if measure_scale:
+        shas = [r.sha256 for r in rows]
+        x_tr1 = sv.store.get(bb.fingerprint, shas, 1, bb.feature_dim)
+        t0 = time.perf_counter()
+        p_values = held_out_p_values([x_tr, x_tr1], det.y_train, shas, classes, head_params(TrainParams()))
+        if p_values is not None:
+            measured = scale_from(p_values, Settings.model_fields["unknown_false_rejection"].default)
+            print(f"measured scale {measured:.2f} in {time.perf_counter() - t0:.1f} s", flush=True)
     sets = {
         "known": det.scores(h0, h1),
         "near": det.scores(*embed(pipe, near)),
@@ -218,7 +234,8 @@ def one(family: Family, other: Family, half: str, seed: int, n_train: int, n_tes
         "false rejections": float(sets["known"]["_unknown"].mean()),
         "near caught": float(sets["near"]["_unknown"].mean()),
         "far caught": float(sets["far"]["_unknown"].mean()),
-        **scaled_shares(p.calibration, sets),
+        **scaled_shares(p.calibration, sets, measured),
+        **({"measured scale": measured} if measured is not None else {}),
         **levers,
     }
     for name in sets["known"]:
@@ -230,14 +247,17 @@ def one(family: Family, other: Family, half: str, seed: int, n_train: int, n_tes
     return out
 
 
-def scaled_shares(cal: object, sets: dict[str, dict[str, np.ndarray]]) -> dict[str, float]:
+def scaled_shares(
+    cal: object, sets: dict[str, dict[str, np.ndarray]], measured: float | None = None
+) -> dict[str, float]:
     """The three shares for each candidate HELD_OUT_SCALE (the quantile taken at target x scale; no
     parent groups here, so the verdict is the strangeness against the limit alone)."""
     out = {}
-    for m in SCALES:
+    candidates = [(f"scale {m:g}", m) for m in SCALES] + ([("measured scale", measured)] if measured else [])
+    for label, m in candidates:
         limit = cal.limit_at(cal.target_frr, scale=m)  # type: ignore[attr-defined]
         for kind, name in (("known", "false rejections"), ("near", "near caught"), ("far", "far caught")):
-            out[f"scale {m:g} | {name}"] = float((sets[kind]["_strange"] > limit).mean())
+            out[f"{label} | {name}"] = float((sets[kind]["_strange"] > limit).mean())
     return out
 
 
@@ -257,6 +277,7 @@ def main() -> None:
     ap.add_argument("--half", choices=["dev", "report", "both"], default="both")
     ap.add_argument("--train", type=int, default=30)
     ap.add_argument("--test", type=int, default=15)
+    ap.add_argument("--measured-scale", action="store_true", help="also the scale measured per dataset (heldout_scale)")
     args = ap.parse_args()
     families = {name: make() for name, make in FAMILIES.items()}
     names = list(families)
@@ -264,9 +285,11 @@ def main() -> None:
     for half in ("dev", "report") if args.half == "both" else (args.half,):
         for i, name in enumerate(names):
             other = families[names[(i + 1) % len(names)]]
-            runs = [one(families[name], other, half, s, args.train, args.test) for s in SEEDS]
+            runs = [one(families[name], other, half, s, args.train, args.test, args.measured_scale) for s in SEEDS]
             summary = {
-                k: f"{np.mean([r[k] for r in runs]):.3f} ± {np.std([r[k] for r in runs], ddof=1):.3f}" for k in runs[0]
+                k: f"{np.mean([r[k] for r in runs]):.3f} ± {np.std([r[k] for r in runs], ddof=1):.3f}"
+                for k in runs[0]
+                if all(k in r for r in runs)  # a measured scale needs groups big enough for it
             }
             table[f"{half} | {name} (far: {other.name})"] = summary
             if half == "dev":
