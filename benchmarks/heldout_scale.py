@@ -58,7 +58,7 @@ def held_out_p_values(
         top = evaluate_probs(head, [v[held] for v in views]).max(1)
         z = cal.space(views[0][held])
         dist = np.maximum(0.0, 1.0 - (z @ cal.vectors.T).max(1))
-        strange, _, _ = cal.strangeness(top, cal.signal(z, dist))
+        strange = cal.strangeness(top, cal.signal(z, dist), cal.group_signal(z))[0]
         ref = cal.strange_ref
         p[held] = 1.0 - np.searchsorted(ref, strange, side="left") / max(len(ref), 1)
     return p

@@ -30,6 +30,7 @@ import torch
 from sklearn.covariance import LedoitWolf
 from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
 
 from cvtools import imaging
 from cvtools.schemas import TrainParams
@@ -54,6 +55,7 @@ MAHA_DIMS = 64  # principal components kept for the Mahalanobis detector
 DISTANCE_WEIGHTS = (0.25, 0.5, 0.65, 0.8)  # candidates for openset.DISTANCE_WEIGHT (1: k-NN, k=1)
 SCALES = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)  # candidates for openset.HELD_OUT_SCALE
 RESIDUAL_DIMS = (8, 16, 32, 64)
+CLASS_DIMS = (4, 8, 16)  # principal directions per group for the class-conditional residual
 GEN_GAMMA, GEN_M = 0.1, 100  # GEN's exponent and the number of top probabilities it sums (the paper's)
 NNGUIDE_K = 10  # NNGuide's neighbours  # principal components for ViM's residual (the rest is the residual)
 
@@ -106,6 +108,7 @@ class Detectors:
         self.background = LedoitWolf().fit(z)
         self.x_train = x_train
         self.residual = {d: self._fit_residual(d) for d in RESIDUAL_DIMS}
+        self.class_residual = {d: self._fit_class_residual(d) for d in CLASS_DIMS}
         # NNGuide's bank: the training features (cosine space) scaled by their own energy.
         logits, _ = self._logits(x_train, x_train)
         self.bank = unit(power_unit(x_train)) * self._energy(logits)[:, None]
@@ -118,6 +121,25 @@ class Detectors:
         logits, _ = self._logits(self.x_train, self.x_train)
         alpha = float(logits.max(1).mean() / max(fitted[1].mean(), 1e-6))
         return fitted[0], np.sort(fitted[1]), alpha
+
+    @staticmethod
+    def _class_subspaces(z: np.ndarray, y: np.ndarray, dims: int) -> list[Residual]:
+        out = []
+        for c in np.unique(y):
+            zc = z[y == c]
+            pca = PCA(n_components=max(1, min(dims, len(zc) - 1)), random_state=0).fit(zc)
+            out.append(Residual(pca.mean_.astype(np.float32), pca.components_.astype(np.float32)))
+        return out
+
+    def _fit_class_residual(self, dims: int) -> tuple[list[Residual], np.ndarray]:
+        """Each group's own top principal directions; the known images' reference (sorted) is each one's
+        smallest residual against subspaces fitted without it (5 folds, stratified)."""
+        z = self.cal.space(self.x_train)
+        ref = np.empty(len(z), np.float32)
+        for fit, held in StratifiedKFold(5, shuffle=True, random_state=0).split(z, self.y_train):
+            subs = self._class_subspaces(z[fit], self.y_train[fit], dims)
+            ref[held] = np.stack([r.norms(z[held]) for r in subs], 1).min(1)
+        return self._class_subspaces(z, self.y_train, dims), np.sort(ref)
 
     def _logits(self, h0: np.ndarray, h1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         head = self.p.head  # type: ignore[attr-defined]
@@ -156,7 +178,9 @@ class Detectors:
         sims = np.sort(raw, axis=1)[:, ::-1]
         judged = [self.cal.judge(pr, f) for pr, f in zip(probs, h0, strict=True)]
         z = self.cal.space(h0)
-        mixed, r_top, _ = self.cal.strangeness(probs.max(1), self.cal.signal(z, 1 - sims[:, 0]))
+        mixed, r_top, _, _ = self.cal.strangeness(
+            probs.max(1), self.cal.signal(z, 1 - sims[:, 0]), self.cal.group_signal(z)
+        )
         r_dist = self._distance_rank(1 - sims[:, 0])
         weighted = {f"rank mix, distance weight {w:g}": w * r_dist + (1 - w) * r_top for w in DISTANCE_WEIGHTS}
         # The distance to the nearest training image of the answered group (a near unknown may sit near
@@ -180,6 +204,23 @@ class Detectors:
             weighted[f"ViM, {d} components"] = alpha * res - energy
             weighted[f"residual mix 0.8, {d} components"] = 0.8 * r_res + 0.2 * r_top
             weighted[f"residual + distance mix, {d} components"] = 0.4 * r_res + 0.4 * r_dist + 0.2 * r_top
+        res64, ref64, _ = self.residual[64]
+        r_global = np.searchsorted(ref64, res64.norms(z), side="left") / len(ref64)
+        for d, (subs, ref) in self.class_residual.items():
+            norms = np.stack([r.norms(z) for r in subs], 1)
+            smallest, answered_res = norms.min(1), norms[np.arange(len(z)), probs.argmax(1)]
+            r_cls = np.searchsorted(ref, smallest, side="left") / len(ref)
+            r_ans = np.searchsorted(ref, answered_res, side="left") / len(ref)
+            weighted[f"class residual, {d} components"] = smallest
+            weighted[f"class residual of the answer, {d} components"] = answered_res
+            weighted[f"class residual mix 0.8, {d} components"] = 0.8 * r_cls + 0.2 * r_top
+            weighted[f"answer's class residual mix 0.8, {d} components"] = 0.8 * r_ans + 0.2 * r_top
+            weighted[f"global + class residual mix, {d} components"] = 0.4 * r_global + 0.4 * r_cls + 0.2 * r_top
+            for w_top in (0.1, 0.2, 0.3):
+                for share in (0.25, 0.5, 0.75):
+                    w_cls = (1 - w_top) * share
+                    mix = (1 - w_top - w_cls) * r_global + w_cls * r_cls + w_top * r_top
+                    weighted[f"three-way mix, {d} components, top {w_top:g}, class {w_cls:.3g}"] = mix
         return {
             "max probability": -probs.max(1),
             "energy": -energy,

@@ -18,3 +18,23 @@ class Residual:
     def norms(self, z: np.ndarray) -> np.ndarray:
         c = np.atleast_2d(z).astype(np.float32) - self.mean
         return np.linalg.norm(c - (c @ self.basis.T) @ self.basis, axis=1)
+
+
+@dataclass
+class GroupResiduals:
+    """Each group's own residual: a new image's norm outside the top principal directions of one group's
+    images, the smallest over the groups. A near unknown shares what all the known images share (so the
+    residual above misses it) without lying in any one group's span."""
+
+    means: np.ndarray  # (groups, d)
+    bases: np.ndarray  # (groups, k, d) orthonormal rows; zero rows where a group had too few images
+
+    def norms(self, z: np.ndarray) -> np.ndarray:
+        # By products with the stacked means and bases: an (images, groups, d) array of differences
+        # would take gigabytes for a large dataset's reference.
+        z = np.atleast_2d(z).astype(np.float32)
+        groups, k, d = self.bases.shape
+        to_mean = (z * z).sum(1)[:, None] - 2 * z @ self.means.T + (self.means * self.means).sum(1)[None]
+        offset = np.einsum("gd,gkd->gk", self.means, self.bases)
+        inside = (z @ self.bases.reshape(groups * k, d).T).reshape(len(z), groups, k) - offset[None]
+        return np.sqrt(np.maximum(to_mean - (inside * inside).sum(-1), 0.0)).min(1)

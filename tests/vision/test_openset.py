@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from cvtools.settings import PROJECT_ROOT, Settings
-from cvtools.vision.calibration import FEATURE_WEIGHT, MIN_IMAGES, calibrate
+from cvtools.vision.calibration import FEATURE_WEIGHT, GROUP_WEIGHT, MIN_IMAGES, RESIDUAL_WEIGHT, calibrate
 from cvtools.vision.openset import HELD_OUT_SCALE, Calibration, ancestors, subtree_sums
 from cvtools.web import create_app
 
@@ -197,35 +197,76 @@ def test_limit_follows_the_known_strangeness_and_survives_saving(tmp_path: Path)
     assert old is not None and len(old.strange_ref) == 0 and old.limit_at(0.2) == cal.limit
 
 
-def test_ranks_are_mixed_with_the_chosen_weight_and_older_runs_keep_theirs(tmp_path: Path) -> None:
+def test_ranks_are_mixed_with_the_chosen_weights_and_older_runs_keep_theirs(tmp_path: Path) -> None:
     x, y, probs, _ = _clusters()
     cal = calibrate(probs, y, ["a", "b", "c"], x, [str(i) for i in range(len(x))], target_frr=0.05)
-    assert cal.feature_weight == FEATURE_WEIGHT != 0.5 and cal.residual is not None
+    assert (cal.feature_weight, cal.group_weight) == (RESIDUAL_WEIGHT, GROUP_WEIGHT) and cal.residual is not None
     top = np.array([0.99, 0.4])  # sure but far off the known images' directions; unsure but on them
     signal = np.array([cal.res_ref[-1] * 2, cal.res_ref[0]])
-    mixed, r_top, r_feat = cal.strangeness(top, signal)
-    assert np.allclose(mixed, (1 - FEATURE_WEIGHT) * r_top + FEATURE_WEIGHT * r_feat) and r_feat.tolist() == [1, 0]
-    assert mixed[0] > mixed[1]  # the feature signal weighs more than the probability
+    group = np.array([cal.group_ref[-1] * 2, cal.group_ref[0]])
+    with pytest.raises(ValueError):
+        cal.strangeness(top, signal)  # a three-way calibration without its third signal: refused, not guessed
+    mixed, r_top, r_feat, r_group = cal.strangeness(top, signal, group)
+    w_top = 1 - RESIDUAL_WEIGHT - GROUP_WEIGHT
+    assert np.allclose(mixed, w_top * r_top + RESIDUAL_WEIGHT * r_feat + GROUP_WEIGHT * r_group)
+    assert r_feat.tolist() == [1, 0] and r_group.tolist() == [1, 0]
+    assert mixed[0] > mixed[1]  # the feature signals weigh more than the probability
     cal.save(tmp_path)
     again = Calibration.load(tmp_path)
-    assert again is not None and again.feature_weight == FEATURE_WEIGHT and again.residual is not None
-    assert np.allclose(again.residual.norms(x[:5]), cal.residual.norms(x[:5]), atol=1e-5)
-    # a run calibrated before the weight existed mixed its ranks 0.5 / 0.5 (its limit was set so)
+    assert again is not None and again.group_weight == GROUP_WEIGHT and again.group_residual is not None
+    assert np.allclose(again.residual.norms(x[:5]), cal.residual.norms(x[:5]), atol=1e-5)  # type: ignore[union-attr]
+    assert np.allclose(again.group_signal(cal.space(x[:5])), cal.group_signal(cal.space(x[:5])), atol=1e-5)  # type: ignore[arg-type]
+    assert np.allclose(again.strangeness(top, signal, group)[0], mixed) and again.limit == cal.limit
+    # version 3 (before the group residual) mixed the residual's rank with the probability's: 0.8 / 0.2
     meta = json.loads((tmp_path / "calibration.json").read_text())
+    meta = {**{k: v for k, v in meta.items() if k != "group_weight"}, "version": 3, "feature_weight": FEATURE_WEIGHT}
+    (tmp_path / "calibration.json").write_text(json.dumps(meta))
+    with np.load(tmp_path / "calibration.npz") as z:
+        older = {k: z[k] for k in z.files if not k.startswith("group_")}
+    np.savez(tmp_path / "calibration.npz", **older)
+    v3 = Calibration.load(tmp_path)
+    assert v3 is not None and v3.group_residual is None and v3.group_signal(cal.space(x[:1])) is None
+    mixed3 = v3.strangeness(top, signal)[0]
+    assert np.allclose(mixed3, (1 - FEATURE_WEIGHT) * r_top + FEATURE_WEIGHT * r_feat)
+    # a run calibrated before the weight existed mixed its ranks 0.5 / 0.5 (its limit was set so)
     del meta["feature_weight"]
     (tmp_path / "calibration.json").write_text(json.dumps(meta))
     old = Calibration.load(tmp_path)
     assert old is not None and np.allclose(old.strangeness(top, signal)[0], (r_top + r_feat) / 2)
 
 
+def test_the_group_residual_finds_what_no_group_holds() -> None:
+    """Two groups, each on its own plane of 40-d: new images on either plane stay within the known images'
+    held-out group residuals; an image that mixes both lies in neither group's plane."""
+    rng = np.random.default_rng(0)
+    planes = [rng.normal(size=(2, 40)) for _ in range(2)]
+
+    def images(n: int) -> np.ndarray:
+        x = np.concatenate([rng.normal(size=(n, 2)) @ p + 3 * p[0] for p in planes])
+        return (x + rng.normal(size=x.shape) * 0.02).astype(np.float32)
+
+    x, y = images(150), np.repeat([0, 1], 150)
+    probs = np.eye(2, dtype=np.float32)[y] * 0.9 + 0.05
+    cal = calibrate(probs, y, ["a", "b"], x, [str(i) for i in range(len(x))], target_frr=0.05)
+    assert cal.group_residual is not None and len(cal.group_ref) == 300 and np.all(np.diff(cal.group_ref) >= 0)
+    fresh = images(50)
+    assert np.mean(cal.group_residual.norms(cal.space(fresh)) <= cal.group_ref[-1]) >= 0.95
+    mixed = cal.space((fresh[:50] + fresh[50:]) / 2)
+    assert np.mean(cal.group_residual.norms(mixed) > cal.group_ref[-1]) >= 0.9
+    assert np.median(cal.group_residual.norms(cal.space(x))) < np.median(cal.group_ref)  # its own: held out
+    judged = cal.judge(np.array([0.5, 0.5]), (x[0] + x[150]) / 2)
+    assert judged["unknown"] and "from each group's own images than" in judged["reason"]
+
+
 def test_a_run_calibrated_before_the_residual_ranks_the_nearest_distance(tmp_path: Path) -> None:
     x, y, probs, centers = _clusters()
     calibrate(probs, y, ["a", "b", "c"], x, [str(i) for i in range(len(x))], target_frr=0.05).save(tmp_path)
     meta = json.loads((tmp_path / "calibration.json").read_text())
-    meta = {**{k: v for k, v in meta.items() if k != "feature_weight"}, "version": 2, "distance_weight": 0.8}
+    meta = {k: v for k, v in meta.items() if k not in ("feature_weight", "group_weight")}
+    meta = {**meta, "version": 2, "distance_weight": 0.8}
     (tmp_path / "calibration.json").write_text(json.dumps(meta))
     with np.load(tmp_path / "calibration.npz") as z:
-        older = {k: z[k] for k in z.files if not k.startswith("res_")}
+        older = {k: z[k] for k in z.files if not k.startswith(("res_", "group_"))}
     np.savez(tmp_path / "calibration.npz", **older)
     old = Calibration.load(tmp_path)
     assert old is not None and old.residual is None and old.feature_weight == 0.8
