@@ -5,14 +5,15 @@ same half, which no group holds) and far unknowns (the same half of another fami
 
 Detectors compared on the same features (OpenOOD v1.5's post-hoc methods for frozen features): maximum
 probability, energy, k-NN distance on normalised features (k = 1 and 5), relative Mahalanobis (on 64
-principal components), and the
-shipped rank mix (`openset.Calibration`) with the candidate weights of its distance rank (dev chooses by the
-mean of near and far AUROC); also the distance to the nearest training image of the answered group, alone
-and in the mix (tried on dev, not shipped: docs/BENCHMARKS.md). AUROC by scikit-learn; for the shipped
-calibrated verdict also the share of known images called unknown and of unknowns caught. On the same
-run, the accuracy levers of benchmarks/levers.py (head, cross-validated probe, cache blends). With
---measured-scale, also the held-out correction measured on each run's own training images
-(benchmarks/heldout_scale.py; tried on dev, not shipped). Choices are read on `dev` only.
+principal components), GEN, NNGuide, and the shipped rank mix (`openset.Calibration`); beside it the
+candidates dev chose among: the weights of the distance's rank, the distance to the nearest training
+image of the answered group, ViM's residual, and each group's own residual (the smallest over the
+groups), alone and in two- and three-way rank mixes (docs/BENCHMARKS.md says which rule chose what).
+AUROC by scikit-learn; for the shipped calibrated verdict also the share of known images called unknown
+and of unknowns caught. On the same run, the accuracy levers of benchmarks/levers.py (head,
+cross-validated probe, cache blends). With --measured-scale, also the held-out correction measured on
+each run's own training images (benchmarks/heldout_scale.py; tried on dev, not shipped). Choices are
+read on `dev` only.
 
     python -m benchmarks.protocol_bench [--half dev|report|both] [--train 30 --test 15] [--measured-scale]
 """
