@@ -295,3 +295,19 @@ def test_the_residual_of_known_images_is_held_out_and_small_datasets_do_without(
         probs[: MIN_IMAGES - 1], y[: MIN_IMAGES - 1], ["a"], x[: MIN_IMAGES - 1], list("abcdefghi"), target_frr=0.05
     )
     assert small.residual is None and len(small.res_ref) == 0 and small.summary()["residual"] is None
+
+
+def test_group_residuals_equal_the_smallest_of_each_groups_own_residual() -> None:
+    """GroupResiduals works through products with the stacked bases (no images x groups x features array);
+    it must equal measuring each group's Residual apart and taking the smallest, zero rows included."""
+    from cvtools.vision.residual import GroupResiduals, Residual
+
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(4, 20)).astype(np.float32)
+    bases = np.stack([np.linalg.qr(rng.normal(size=(20, 3)))[0].T for _ in range(4)]).astype(np.float32)
+    bases[2, 1:] = 0  # a small group: one direction
+    bases[3] = 0  # a group of one image: its mean alone
+    z = rng.normal(size=(9, 20)).astype(np.float32)
+    apart = np.stack([Residual(means[g], bases[g]).norms(z) for g in range(4)], 1)
+    assert np.allclose(GroupResiduals(means, bases).norms(z), apart.min(1), atol=1e-4)
+    assert np.allclose(GroupResiduals(means[3:], bases[3:]).norms(z), np.linalg.norm(z - means[3], axis=1), atol=1e-4)
