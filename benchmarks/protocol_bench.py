@@ -31,15 +31,14 @@ import torch
 from sklearn.covariance import LedoitWolf
 from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold
 
 from cvtools import imaging
 from cvtools.schemas import TrainParams
 from cvtools.settings import Settings
-from cvtools.vision.calibration import residual_with_reference
+from cvtools.vision.calibration import group_residuals_with_reference, residual_with_reference
 from cvtools.vision.embeddings import Item, Pipeline
 from cvtools.vision.predictor import load_predictor
-from cvtools.vision.residual import Residual
+from cvtools.vision.residual import GroupResiduals, Residual
 from cvtools.vision.training.head_mode import head_params
 from cvtools.vision.vectors import power_unit, unit
 
@@ -123,24 +122,11 @@ class Detectors:
         alpha = float(logits.max(1).mean() / max(fitted[1].mean(), 1e-6))
         return fitted[0], np.sort(fitted[1]), alpha
 
-    @staticmethod
-    def _class_subspaces(z: np.ndarray, y: np.ndarray, dims: int) -> list[Residual]:
-        out = []
-        for c in np.unique(y):
-            zc = z[y == c]
-            pca = PCA(n_components=max(1, min(dims, len(zc) - 1)), random_state=0).fit(zc)
-            out.append(Residual(pca.mean_.astype(np.float32), pca.components_.astype(np.float32)))
-        return out
-
-    def _fit_class_residual(self, dims: int) -> tuple[list[Residual], np.ndarray]:
-        """Each group's own top principal directions; the known images' reference (sorted) is each one's
-        smallest residual against subspaces fitted without it (5 folds, stratified)."""
-        z = self.cal.space(self.x_train)
-        ref = np.empty(len(z), np.float32)
-        for fit, held in StratifiedKFold(5, shuffle=True, random_state=0).split(z, self.y_train):
-            subs = self._class_subspaces(z[fit], self.y_train[fit], dims)
-            ref[held] = np.stack([r.norms(z[held]) for r in subs], 1).min(1)
-        return self._class_subspaces(z, self.y_train, dims), np.sort(ref)
+    def _fit_class_residual(self, dims: int) -> tuple[GroupResiduals, np.ndarray]:
+        """The app's group residual with `dims` directions a group and its held-out reference (sorted)."""
+        fitted = group_residuals_with_reference(self.cal.space(self.x_train), self.y_train, dims)
+        assert fitted is not None, "no group of two training images"
+        return fitted[0], np.sort(fitted[1])
 
     def _logits(self, h0: np.ndarray, h1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         head = self.p.head  # type: ignore[attr-defined]
@@ -198,17 +184,16 @@ class Detectors:
         nnguide = self._nnguide(h0, energy)
         weighted["GEN"] = gen
         weighted["NNGuide"] = -nnguide
+        r_global = {}
         for d, (residual, ref, alpha) in self.residual.items():
             res = residual.norms(z)
-            r_res = np.searchsorted(ref, res, side="left") / len(ref)
+            r_res = r_global[d] = np.searchsorted(ref, res, side="left") / len(ref)
             weighted[f"residual, {d} components"] = res
             weighted[f"ViM, {d} components"] = alpha * res - energy
             weighted[f"residual mix 0.8, {d} components"] = 0.8 * r_res + 0.2 * r_top
             weighted[f"residual + distance mix, {d} components"] = 0.4 * r_res + 0.4 * r_dist + 0.2 * r_top
-        res64, ref64, _ = self.residual[64]
-        r_global = np.searchsorted(ref64, res64.norms(z), side="left") / len(ref64)
         for d, (subs, ref) in self.class_residual.items():
-            norms = np.stack([r.norms(z) for r in subs], 1)
+            norms = subs.per_group(z)
             smallest, answered_res = norms.min(1), norms[np.arange(len(z)), probs.argmax(1)]
             r_cls = np.searchsorted(ref, smallest, side="left") / len(ref)
             r_ans = np.searchsorted(ref, answered_res, side="left") / len(ref)
@@ -216,11 +201,11 @@ class Detectors:
             weighted[f"class residual of the answer, {d} components"] = answered_res
             weighted[f"class residual mix 0.8, {d} components"] = 0.8 * r_cls + 0.2 * r_top
             weighted[f"answer's class residual mix 0.8, {d} components"] = 0.8 * r_ans + 0.2 * r_top
-            weighted[f"global + class residual mix, {d} components"] = 0.4 * r_global + 0.4 * r_cls + 0.2 * r_top
+            weighted[f"global + class residual mix, {d} components"] = 0.4 * r_global[64] + 0.4 * r_cls + 0.2 * r_top
             for w_top in (0.1, 0.2, 0.3):
                 for share in (0.25, 0.5, 0.75):
                     w_cls = (1 - w_top) * share
-                    mix = (1 - w_top - w_cls) * r_global + w_cls * r_cls + w_top * r_top
+                    mix = (1 - w_top - w_cls) * r_global[64] + w_cls * r_cls + w_top * r_top
                     weighted[f"three-way mix, {d} components, top {w_top:g}, class {w_cls:.3g}"] = mix
         return {
             "max probability": -probs.max(1),

@@ -73,10 +73,11 @@ def fit_group_residuals(z: np.ndarray, labels: np.ndarray, dims: int = GROUP_DIM
     from sklearn.decomposition import PCA  # here: scikit-learn costs seconds of every start-up
 
     groups = np.unique(labels)
-    means = np.stack([z[labels == g].mean(0) for g in groups]).astype(np.float32)
+    means = np.zeros((len(groups), z.shape[1]), np.float32)
     bases = np.zeros((len(groups), dims, z.shape[1]), np.float32)
     for i, g in enumerate(groups):
         zg = z[labels == g]
+        means[i] = zg.mean(0)
         if len(zg) > 1:
             # Half the features at most, as for the residual above. The exact solver: on a group's few
             # images it is twice as fast as the randomised one that PCA picks for wide data.
@@ -87,7 +88,9 @@ def fit_group_residuals(z: np.ndarray, labels: np.ndarray, dims: int = GROUP_DIM
     return GroupResiduals(means, bases.astype(np.float16).astype(np.float32))
 
 
-def group_residuals_with_reference(z: np.ndarray, labels: np.ndarray) -> tuple[GroupResiduals, np.ndarray] | None:
+def group_residuals_with_reference(
+    z: np.ndarray, labels: np.ndarray, dims: int = GROUP_DIMS
+) -> tuple[GroupResiduals, np.ndarray] | None:
     """The group residuals fitted on all known images, and each image's own (row order) against groups
     fitted on the other folds. None when no group has two images."""
     from sklearn.model_selection import StratifiedKFold  # here: scikit-learn costs seconds of every start-up
@@ -100,8 +103,8 @@ def group_residuals_with_reference(z: np.ndarray, labels: np.ndarray) -> tuple[G
         warnings.simplefilter("ignore", UserWarning)  # groups smaller than the folds: expected, not news
         splits = list(StratifiedKFold(folds, shuffle=True, random_state=0).split(z, labels))
     for fit, held in splits:
-        ref[held] = fit_group_residuals(z[fit], labels[fit]).norms(z[held])
-    return fit_group_residuals(z, labels), ref
+        ref[held] = fit_group_residuals(z[fit], labels[fit], dims).norms(z[held])
+    return fit_group_residuals(z, labels, dims), ref
 
 
 def calibrate(

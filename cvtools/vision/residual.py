@@ -30,6 +30,10 @@ class GroupResiduals:
     bases: np.ndarray  # (groups, k, d) orthonormal rows; zero rows where a group had too few images
 
     def norms(self, z: np.ndarray) -> np.ndarray:
+        return self.per_group(z).min(1)
+
+    def per_group(self, z: np.ndarray) -> np.ndarray:
+        """(images, groups): each image's residual against each group."""
         # By products with the stacked means and bases: an (images, groups, d) array of differences
         # would take gigabytes for a large dataset's reference.
         z = np.atleast_2d(z).astype(np.float32)
@@ -37,4 +41,4 @@ class GroupResiduals:
         to_mean = (z * z).sum(1)[:, None] - 2 * z @ self.means.T + (self.means * self.means).sum(1)[None]
         offset = np.einsum("gd,gkd->gk", self.means, self.bases)
         inside = (z @ self.bases.reshape(groups * k, d).T).reshape(len(z), groups, k) - offset[None]
-        return np.sqrt(np.maximum(to_mean - (inside * inside).sum(-1), 0.0)).min(1)
+        return np.sqrt(np.maximum(to_mean - (inside * inside).sum(-1), 0.0))
