@@ -35,14 +35,7 @@ from sklearn.metrics import roc_auc_score
 from cvtools import imaging
 from cvtools.schemas import TrainParams
 from cvtools.settings import Settings
-from cvtools.vision.calibration import (
-    GROUP_WEIGHT,
-    RESIDUAL_WEIGHT,
-    fit_group_residuals,
-    fit_residual,
-    group_residual_folds,
-    residual_folds,
-)
+from cvtools.vision.calibration import group_residuals_with_reference, residual_with_reference
 from cvtools.vision.embeddings import Item, Pipeline
 from cvtools.vision.predictor import load_predictor
 from cvtools.vision.residual import GroupResiduals, Residual
@@ -123,21 +116,17 @@ class Detectors:
     def _fit_residual(self, dims: int) -> tuple[Residual, np.ndarray, float]:
         """ViM (Wang et al. 2022) through the app's residual.py with `dims` directions: the residual, its
         held-out reference (sorted) and alpha, which scales it to the head's logits for ViM's score."""
-        z = self.cal.space(self.x_train)
-        folds = residual_folds(z, dims)
-        assert folds is not None, "too few training images for a residual"
+        fitted = residual_with_reference(self.cal.space(self.x_train), dims)
+        assert fitted is not None, "too few training images for a residual"
         logits, _ = self._logits(self.x_train, self.x_train)
-        alpha = float(logits.max(1).mean() / max(folds[1].mean(), 1e-6))
-        kept = len(folds[0].models[0].basis)  # type: ignore[attr-defined]  # dims, capped for small datasets
-        return fit_residual(z, kept), folds[0].pooled, alpha
+        alpha = float(logits.max(1).mean() / max(fitted[1].mean(), 1e-6))
+        return fitted[0], np.sort(fitted[1]), alpha
 
     def _fit_class_residual(self, dims: int) -> tuple[GroupResiduals, np.ndarray]:
-        """The app's group residual with `dims` directions a group, fitted on all training images, and its
-        held-out reference (sorted)."""
-        z = self.cal.space(self.x_train)
-        folds = group_residual_folds(z, self.y_train, dims)
-        assert folds is not None, "no group of two training images"
-        return fit_group_residuals(z, self.y_train, dims), folds[0].pooled
+        """The app's group residual with `dims` directions a group and its held-out reference (sorted)."""
+        fitted = group_residuals_with_reference(self.cal.space(self.x_train), self.y_train, dims)
+        assert fitted is not None, "no group of two training images"
+        return fitted[0], np.sort(fitted[1])
 
     def _logits(self, h0: np.ndarray, h1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         head = self.p.head  # type: ignore[attr-defined]
@@ -218,17 +207,8 @@ class Detectors:
                     w_cls = (1 - w_top) * share
                     mix = (1 - w_top - w_cls) * r_global[64] + w_cls * r_cls + w_top * r_top
                     weighted[f"three-way mix, {d} components, top {w_top:g}, class {w_cls:.3g}"] = mix
-        # The mix as shipped before the cross-fit (the twentieth session): models fitted on all training
-        # images, each new image ranked against the calibration's pooled held-out values (the app's folds,
-        # which the limit comes from).
-        w_top = 1 - RESIDUAL_WEIGHT - GROUP_WEIGHT
-        r_res = np.searchsorted(self.cal.res_ref, self.residual[64][0].norms(z), side="left") / len(self.cal.res_ref)
-        r_grp = self.class_residual[16][0].norms(z)
-        r_grp = np.searchsorted(self.cal.group_ref, r_grp, side="left") / len(self.cal.group_ref)
-        final = w_top * r_top + RESIDUAL_WEIGHT * r_res + GROUP_WEIGHT * r_grp
         return {
             "max probability": -probs.max(1),
-            "final-fit mix (shipped before)": final,
             "energy": -energy,
             "k-NN, k=1": 1 - sims[:, 0],
             "k-NN, k=5": 1 - sims[:, min(4, sims.shape[1] - 1)],
@@ -238,7 +218,6 @@ class Detectors:
             **weighted,
             "_unknown": np.array([j["unknown"] for j in judged], dtype=float),
             "_strange": mixed,
-            "_strange_final": final,
         }
 
 
@@ -306,18 +285,15 @@ def scaled_shares(
         limit = cal.limit_at(cal.target_frr, scale=m)  # type: ignore[attr-defined]
         for kind, name in (("known", "false rejections"), ("near", "near caught"), ("far", "far caught")):
             out[f"{label} | {name}"] = float((sets[kind]["_strange"] > limit).mean())
-            # the known images' references are the same for both: only new images are ranked otherwise
-            out[f"final-fit {label} | {name}"] = float((sets[kind]["_strange_final"] > limit).mean())
     return out
 
 
-def choose_scale(dev: list[list[dict[str, float]]], target: float, prefix: str = "") -> float:
+def choose_scale(dev: list[list[dict[str, float]]], target: float) -> float:
     """The largest scale whose false rejections on dev (each family's runs), mean over families, stay
-    within the target (`prefix` "final-fit ": for the mix shipped before the cross-fit)."""
+    within the target."""
 
     def frr(m: float) -> float:
-        key = f"{prefix}scale {m:g} | false rejections"
-        return float(np.mean([np.mean([r[key] for r in runs]) for runs in dev]))
+        return float(np.mean([np.mean([r[f"scale {m:g} | false rejections"] for r in runs]) for runs in dev]))
 
     return max((m for m in SCALES if frr(m) <= target), default=SCALES[0])
 
@@ -350,7 +326,6 @@ def main() -> None:
     if dev_runs:
         target = Settings.model_fields["unknown_false_rejection"].default  # the shipped setting
         print(f"HELD_OUT_SCALE chosen on dev: {choose_scale(dev_runs, target):g}")
-        print(f"(for the final-fit mix shipped before: {choose_scale(dev_runs, target, 'final-fit '):g})")
 
 
 if __name__ == "__main__":

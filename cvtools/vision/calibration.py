@@ -6,12 +6,11 @@ only: the Calibration itself (openset.py) answers without scikit-learn, as model
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable
 
 import numpy as np
 
 from .openset import MIN_PER_GROUP, Calibration, subtree_sums
-from .residual import CrossFitted, GroupResiduals, Residual, Signal
+from .residual import GroupResiduals, Residual
 from .vectors import power_unit, unit
 
 BLOCK = 1024
@@ -30,7 +29,6 @@ DIMS = 64
 GROUP_DIMS = 16  # each group's own directions (dev, the same rule: 4 -> 0.939, 8 -> 0.940, 16 -> 0.940)
 FOLDS = 5  # the known images' own residuals come from directions fitted without them
 MIN_IMAGES = 10  # fewer known images: no residual (the nearest-image distance stands in)
-Folds = tuple[CrossFitted, np.ndarray]  # the fold models, and each known image's held-out value (row order)
 
 
 def nearest_distances(x: np.ndarray) -> np.ndarray:
@@ -49,13 +47,13 @@ def fit_residual(z: np.ndarray, dims: int = DIMS) -> Residual:
     from sklearn.decomposition import PCA  # here: scikit-learn costs seconds of every start-up
 
     pca = PCA(n_components=dims, random_state=0).fit(z)
-    # Rounded to the half precision they are saved in, so a saved calibration answers as the fresh one.
-    return Residual(pca.mean_.astype(np.float32), _half(pca.components_))
+    return Residual(pca.mean_.astype(np.float32), pca.components_.astype(np.float32))
 
 
-def residual_folds(z: np.ndarray, dims: int = DIMS) -> Folds | None:
-    """The residual fitted on each fold's complement, with each fold's images measured against it, and
-    those held-out values in row order. None with fewer than MIN_IMAGES images."""
+def residual_with_reference(z: np.ndarray, dims: int = DIMS) -> tuple[Residual, np.ndarray] | None:
+    """The residual fitted on all known images, and each image's own residual (row order) measured against
+    directions fitted on the other folds (as the distances' reference is leave-one-out, so honest).
+    None with fewer than MIN_IMAGES images."""
     if len(z) < MIN_IMAGES:
         return None
     # A fold's directions need more images than dims; half the features (a limit no real backbone meets,
@@ -63,8 +61,10 @@ def residual_folds(z: np.ndarray, dims: int = DIMS) -> Folds | None:
     dims = min(dims, len(z) * (FOLDS - 1) // FOLDS - 1, z.shape[1] // 2)
     from sklearn.model_selection import KFold  # here: scikit-learn costs seconds of every start-up
 
-    splits = KFold(FOLDS, shuffle=True, random_state=0).split(z)
-    return _cross_fit(z, splits, lambda fit: fit_residual(z[fit], dims))
+    ref = np.empty(len(z), np.float32)
+    for fit, held in KFold(FOLDS, shuffle=True, random_state=0).split(z):
+        ref[held] = fit_residual(z[fit], dims).norms(z[held])
+    return fit_residual(z, dims), ref
 
 
 def fit_group_residuals(z: np.ndarray, labels: np.ndarray, dims: int = GROUP_DIMS) -> GroupResiduals:
@@ -84,34 +84,27 @@ def fit_group_residuals(z: np.ndarray, labels: np.ndarray, dims: int = GROUP_DIM
             k = min(dims, len(zg) - 1, z.shape[1] // 2)
             pca = PCA(n_components=k, svd_solver="full").fit(zg)
             bases[i, : pca.n_components_] = pca.components_
-    return GroupResiduals(means, _half(bases))
+    # Rounded to the half precision they are saved in, so a saved calibration answers as the fresh one.
+    return GroupResiduals(means, bases.astype(np.float16).astype(np.float32))
 
 
-def group_residual_folds(z: np.ndarray, labels: np.ndarray, dims: int = GROUP_DIMS) -> Folds | None:
-    """The group residuals fitted on each fold's complement (stratified), with each fold's images measured
-    against them, and those held-out values in row order. None when no group has two images."""
+def group_residuals_with_reference(
+    z: np.ndarray, labels: np.ndarray, dims: int = GROUP_DIMS
+) -> tuple[GroupResiduals, np.ndarray] | None:
+    """The group residuals fitted on all known images, and each image's own (row order) against groups
+    fitted on the other folds. None when no group has two images."""
     from sklearn.model_selection import StratifiedKFold  # here: scikit-learn costs seconds of every start-up
 
     folds = min(FOLDS, int(np.bincount(labels).max()))
     if folds < 2:
         return None
+    ref = np.empty(len(z), np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # groups smaller than the folds: expected, not news
         splits = list(StratifiedKFold(folds, shuffle=True, random_state=0).split(z, labels))
-    return _cross_fit(z, splits, lambda fit: fit_group_residuals(z[fit], labels[fit], dims))
-
-
-def _cross_fit(z: np.ndarray, splits: Iterable, fit: Callable[[np.ndarray], Signal]) -> Folds:
-    models, refs, own = [], [], np.empty(len(z), np.float32)
-    for fitted_on, held in splits:
-        models.append(fit(fitted_on))
-        own[held] = models[-1].norms(z[held])
-        refs.append(np.sort(own[held]))
-    return CrossFitted(models, refs), own
-
-
-def _half(a: np.ndarray) -> np.ndarray:
-    return a.astype(np.float16).astype(np.float32)
+    for fit, held in splits:
+        ref[held] = fit_group_residuals(z[fit], labels[fit], dims).norms(z[held])
+    return fit_group_residuals(z, labels, dims), ref
 
 
 def calibrate(
@@ -141,7 +134,7 @@ def calibrate(
     centre = powered.mean(0) if len(powered) else np.zeros(vectors.shape[1], np.float32)
     space = unit(powered - centre)
     nn = nearest_distances(space) if len(space) > 1 else np.zeros(len(space), np.float32)
-    fitted = residual_folds(space)
+    fitted = residual_with_reference(space)
     cal = Calibration(
         classes,
         thresholds,
@@ -156,10 +149,11 @@ def calibrate(
         [classes[i] for i in labels],
         feature_weight=FEATURE_WEIGHT,
         residual=fitted[0] if fitted else None,
+        res_ref=np.sort(fitted[1]) if fitted else np.zeros(0, np.float32),
     )
-    per_group = group_residual_folds(space, labels) if fitted is not None else None
+    per_group = group_residuals_with_reference(space, labels) if fitted is not None else None
     if per_group is not None:
-        cal.group_residual = per_group[0]
+        cal.group_residual, cal.group_ref = per_group[0], np.sort(per_group[1])
         cal.feature_weight, cal.group_weight = RESIDUAL_WEIGHT, GROUP_WEIGHT
     # The known images' own signal is held out: leave-one-out distances, or residuals from other folds.
     signal = nn if fitted is None else fitted[1]

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from .residual import CrossFitted, GroupResiduals, Residual
+from .residual import GroupResiduals, Residual
 from .vectors import power_unit, unit
 
 MIN_PER_GROUP = 20  # answers needed for a group's own threshold
@@ -32,7 +31,6 @@ MIN_PER_GROUP = 20  # answers needed for a group's own threshold
 # -> 4.4 % and 4.4 %, 3 -> 7.3 % and 7.2 % (with the residual's two-way mix before it: 3.4 % and 3.5 %;
 # 4.6 % and 5.1 %). The limit is stored with each calibration, so older runs keep theirs.
 HELD_OUT_SCALE = 2.5
-RES_PARTS, GROUP_PARTS = ("mean", "basis"), ("means", "bases")  # calibration.npz's arrays
 
 
 def ancestors(group: str) -> list[str]:
@@ -73,18 +71,11 @@ class Calibration:
     # sorted strangeness of the known images (out-of-fold): the limit for any false-rejection share
     strange_ref: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
     feature_weight: float = 0.5  # runs calibrated before the weight was chosen mixed the ranks 0.5 / 0.5
-    residual: CrossFitted | None = None  # None: the nearest distance is the feature signal
-    group_residual: CrossFitted | None = None  # None: runs calibrated before version 4, or too small
+    residual: Residual | None = None  # None: the nearest distance is the feature signal
+    res_ref: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)  # sorted, held out
+    group_residual: GroupResiduals | None = None  # None: runs calibrated before version 4, or too small
+    group_ref: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)  # sorted, held out
     group_weight: float = 0.0  # the group residual's rank's share of the mix
-
-    @property
-    def res_ref(self) -> np.ndarray:
-        """The known images' held-out residuals, sorted (empty without a residual)."""
-        return self.residual.pooled if self.residual else np.zeros(0, np.float32)
-
-    @property
-    def group_ref(self) -> np.ndarray:
-        return self.group_residual.pooled if self.group_residual else np.zeros(0, np.float32)
 
     def limit_at(self, target_frr: float, scale: float = HELD_OUT_SCALE) -> float:
         """The strangeness above which about target_frr of known images fall, the quantile taken at
@@ -97,38 +88,33 @@ class Calibration:
         return unit(power_unit(x) - self.centre)
 
     def signal(self, z: np.ndarray, dist: np.ndarray) -> np.ndarray:
-        """The feature signal of rows z (in `space`) whose nearest training images lie at `dist`: the
-        distance, or (images, folds) residuals under each fold's directions."""
-        return dist if self.residual is None else self.residual.values(z)
+        """The feature signal of rows z (in `space`) whose nearest training images lie at `dist`."""
+        return dist if self.residual is None else self.residual.norms(z)
 
     def group_signal(self, z: np.ndarray) -> np.ndarray | None:
-        """The (images, folds) group residuals of rows z (in `space`); None when this calibration does
-        not mix them."""
-        return None if self.group_residual is None else self.group_residual.values(z)
+        """The group residual of rows z (in `space`); None when this calibration does not mix it."""
+        return None if self.group_residual is None else self.group_residual.norms(z)
 
     def strangeness(
         self, top: np.ndarray, signal: np.ndarray, group: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(mixed rank, probability rank, feature rank, group rank): the share of known images with a
         higher top probability, with a smaller feature signal (residual, or nearest distance) and with a
-        smaller group residual (zeros when the calibration has none). The signals come from `signal` and
-        `group_signal`, or are the known images' own held-out values (1-d)."""
+        smaller group residual (zeros when the calibration has none)."""
         if self.group_weight and group is None:
             raise ValueError("this calibration mixes the group residual: pass it")
+        ref = self.dist_ref if self.residual is None else self.res_ref
         r_top = 1.0 - np.searchsorted(self.top_ref, top, side="right") / max(len(self.top_ref), 1)
-        if self.residual is None:
-            r_feat = np.searchsorted(self.dist_ref, signal, side="left") / max(len(self.dist_ref), 1)
-        else:
-            r_feat = self.residual.rank(signal)
+        r_feat = np.searchsorted(ref, signal, side="left") / max(len(ref), 1)
         r_group = np.zeros_like(r_feat)
-        if group is not None and self.group_residual is not None and self.group_weight:
-            r_group = self.group_residual.rank(group)
+        if group is not None and self.group_weight:
+            r_group = np.searchsorted(self.group_ref, group, side="left") / max(len(self.group_ref), 1)
         w, wg = self.feature_weight, self.group_weight
         return (1 - w - wg) * r_top + w * r_feat + wg * r_group, r_top, r_feat, r_group
 
     def save(self, folder: Path) -> None:
         meta = {
-            "version": 5,
+            "version": 4,
             "classes": self.classes,
             "thresholds": self.thresholds,
             "parents": self.parents,
@@ -136,7 +122,6 @@ class Calibration:
             "target_frr": self.target_frr,
             "feature_weight": self.feature_weight,
             "group_weight": self.group_weight,
-            "folds": {"res": _folds(self.residual), "group": _folds(self.group_residual)},
         }
         (folder / "calibration.json").write_text(json.dumps(meta, indent=1))
         np.savez(
@@ -148,8 +133,13 @@ class Calibration:
             ids=np.array(self.ids, dtype=np.str_),
             groups=np.array(self.groups, dtype=np.str_),
             strange_ref=self.strange_ref,
-            **_pack(self.residual, "res", RES_PARTS),
-            **_pack(self.group_residual, "group", GROUP_PARTS),
+            res_mean=self.residual.mean if self.residual else np.zeros(0, np.float32),
+            res_basis=self.residual.basis if self.residual else np.zeros((0, 0), np.float32),
+            res_ref=self.res_ref,
+            group_means=self.group_residual.means if self.group_residual else np.zeros((0, 0), np.float32),
+            # half precision, as the vectors: a basis per group weighs 80 kB in single precision
+            group_bases=(self.group_residual.bases if self.group_residual else np.zeros((0, 0, 0))).astype(np.float16),
+            group_ref=self.group_ref,
         )
 
     @classmethod
@@ -165,16 +155,19 @@ class Calibration:
     def from_parts(cls, meta: dict[str, Any], npz: BinaryIO) -> Calibration | None:
         """From calibration.json's content and calibration.npz (a file, or its bytes in a bundle).
         Version 2 (before the residual) still loads: it ranks the nearest distance; version 3 (before the
-        group residual) mixes two ranks; versions 3 and 4 kept one model fitted on all known images."""
-        if meta.get("version") not in (2, 3, 4, 5):
+        group residual) mixes two ranks."""
+        if meta.get("version") not in (2, 3, 4):
             return None
-        folds = meta.get("folds", {})
         with np.load(npz, allow_pickle=False) as z:
             arrays = {k: z[k] for k in ("top_ref", "dist_ref", "centre", "vectors")}
             ids, groups = [str(i) for i in z["ids"]], [str(g) for g in z["groups"]]
             strange = z["strange_ref"] if "strange_ref" in z.files else np.zeros(0, np.float32)  # older runs
-            residual = _unpack(z, "res", RES_PARTS, folds.get("res"), Residual)
-            groups_res = _unpack(z, "group", GROUP_PARTS, folds.get("group"), GroupResiduals)
+            basis = z["res_basis"] if "res_basis" in z.files else np.zeros((0, 0), np.float32)
+            residual = Residual(z["res_mean"].astype(np.float32), basis.astype(np.float32)) if basis.size else None
+            res_ref = z["res_ref"].astype(np.float32) if residual else np.zeros(0, np.float32)
+            bases = z["group_bases"] if "group_bases" in z.files else np.zeros((0, 0, 0), np.float32)
+            groups_res = GroupResiduals(z["group_means"], bases.astype(np.float32)) if bases.size else None
+            group_ref = z["group_ref"].astype(np.float32) if groups_res else np.zeros(0, np.float32)
         return cls(
             meta["classes"],
             meta["thresholds"],
@@ -190,7 +183,9 @@ class Calibration:
             strange.astype(np.float32),
             float(meta.get("feature_weight", meta.get("distance_weight", 0.5))),
             residual,
+            res_ref,
             groups_res,
+            group_ref,
             float(meta.get("group_weight", 0.0)) if groups_res else 0.0,
         )
 
@@ -245,32 +240,3 @@ class Calibration:
             said + f"and its features stray further from what they share than {r_feat:.0%} of theirs{each} "
             f"(nearest one at distance {dist:.3f})"
         )
-
-
-def _folds(fitted: CrossFitted | None) -> int:
-    return len(fitted.models) if fitted else 0
-
-
-def _pack(fitted: CrossFitted | None, name: str, parts: tuple[str, str]) -> dict[str, np.ndarray]:
-    """calibration.npz's arrays of each fold k: `name`_`part`_k; the bases in half precision, as the
-    vectors (a basis per group weighs 80 kB in single precision, and there is one per fold)."""
-    out = {}
-    for k, (model, ref) in enumerate(zip(fitted.models, fitted.refs, strict=True) if fitted else ()):
-        mean, basis = (getattr(model, part) for part in parts)
-        out |= {f"{name}_{parts[0]}_{k}": mean, f"{name}_{parts[1]}_{k}": basis.astype(np.float16)}
-        out[f"{name}_ref_{k}"] = ref
-    return out
-
-
-def _unpack(z: Any, name: str, parts: tuple[str, str], folds: int | None, make: Callable) -> CrossFitted | None:
-    """The fold models `_pack` saved. Runs from before version 5 kept one model fitted on all known images
-    (`name`_`part`, no fold) with their held-out values pooled: read as one fold whose reference is all."""
-    models, refs = [], []
-    for suffix in [""] if folds is None else [f"_{k}" for k in range(folds)]:
-        keys = [f"{name}_{part}{suffix}" for part in (*parts, "ref")]
-        if not all(k in z.files for k in keys) or not z[keys[1]].size:
-            return None
-        mean, basis, ref = (z[k].astype(np.float32) for k in keys)
-        models.append(make(mean, basis))
-        refs.append(ref)
-    return CrossFitted(models, refs) if models else None

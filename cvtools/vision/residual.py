@@ -6,7 +6,6 @@ dataset never showed keeps more of itself outside those directions than the know
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
@@ -43,35 +42,3 @@ class GroupResiduals:
         offset = np.einsum("gd,gkd->gk", self.means, self.bases)
         inside = (z @ self.bases.reshape(groups * k, d).T).reshape(len(z), groups, k) - offset[None]
         return np.sqrt(np.maximum(to_mean - (inside * inside).sum(-1), 0.0))
-
-
-class Signal(Protocol):
-    def norms(self, z: np.ndarray) -> np.ndarray: ...
-
-
-@dataclass
-class CrossFitted:
-    """A residual measured by fold models (cross-fitting, as CV+ does: Barber et al. 2021). Each fold's
-    model was fitted without that fold's known images, whose values under it are kept. A new image is
-    compared with each known image under the model that did not learn from that image, so both values
-    come from the same kind of fit; a model fitted on all images gives new known images smaller residuals
-    than the known images' held-out ones, and the limit then rejects fewer than it should."""
-
-    models: list[Signal]
-    refs: list[np.ndarray]  # each fold's known images' values under its model, sorted
-
-    def __post_init__(self) -> None:
-        self.pooled = np.sort(np.concatenate(self.refs)).astype(np.float32) if self.refs else np.zeros(0)
-
-    def values(self, z: np.ndarray) -> np.ndarray:
-        """(images, folds): each row's value under each fold's model."""
-        return np.stack([m.norms(z) for m in self.models], 1)
-
-    def rank(self, values: np.ndarray) -> np.ndarray:
-        """The share of known images with a smaller value: for `values` from `values()`, each known image
-        against the new one under its own fold's model; for a 1-d array of known images' held-out values,
-        against the pooled values."""
-        n = max(len(self.pooled), 1)
-        if values.ndim == 1:
-            return np.searchsorted(self.pooled, values, side="left") / n
-        return sum(np.searchsorted(r, values[:, k], side="left") for k, r in enumerate(self.refs)) / n
