@@ -6,6 +6,8 @@ only: the Calibration itself (openset.py) answers without scikit-learn, as model
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import numpy as np
 
@@ -29,6 +31,7 @@ DIMS = 64
 GROUP_DIMS = 16  # each group's own directions (dev, the same rule: 4 -> 0.939, 8 -> 0.940, 16 -> 0.940)
 FOLDS = 5  # the known images' own residuals come from directions fitted without them
 MIN_IMAGES = 10  # fewer known images: no residual (the nearest-image distance stands in)
+Fitted = TypeVar("Fitted", Residual, GroupResiduals)
 
 
 def nearest_distances(x: np.ndarray) -> np.ndarray:
@@ -61,10 +64,8 @@ def residual_with_reference(z: np.ndarray, dims: int = DIMS) -> tuple[Residual, 
     dims = min(dims, len(z) * (FOLDS - 1) // FOLDS - 1, z.shape[1] // 2)
     from sklearn.model_selection import KFold  # here: scikit-learn costs seconds of every start-up
 
-    ref = np.empty(len(z), np.float32)
-    for fit, held in KFold(FOLDS, shuffle=True, random_state=0).split(z):
-        ref[held] = fit_residual(z[fit], dims).norms(z[held])
-    return fit_residual(z, dims), ref
+    splits = KFold(FOLDS, shuffle=True, random_state=0).split(z)
+    return _with_reference(z, splits, lambda rows: fit_residual(z[rows], dims))
 
 
 def fit_group_residuals(z: np.ndarray, labels: np.ndarray, dims: int = GROUP_DIMS) -> GroupResiduals:
@@ -98,13 +99,20 @@ def group_residuals_with_reference(
     folds = min(FOLDS, int(np.bincount(labels).max()))
     if folds < 2:
         return None
-    ref = np.empty(len(z), np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # groups smaller than the folds: expected, not news
         splits = list(StratifiedKFold(folds, shuffle=True, random_state=0).split(z, labels))
-    for fit, held in splits:
-        ref[held] = fit_group_residuals(z[fit], labels[fit], dims).norms(z[held])
-    return fit_group_residuals(z, labels, dims), ref
+    return _with_reference(z, splits, lambda rows: fit_group_residuals(z[rows], labels[rows], dims))
+
+
+def _with_reference(
+    z: np.ndarray, splits: Iterable, fit: Callable[[np.ndarray | slice], Fitted]
+) -> tuple[Fitted, np.ndarray]:
+    """`fit` on all rows, and each row's own value (row order) under the fit of the other folds."""
+    ref = np.empty(len(z), np.float32)
+    for fitted_on, held in splits:
+        ref[held] = fit(fitted_on).norms(z[held])
+    return fit(slice(None)), ref  # all rows, as a view
 
 
 def calibrate(

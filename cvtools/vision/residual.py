@@ -6,6 +6,7 @@ dataset never showed keeps more of itself outside those directions than the know
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -38,7 +39,16 @@ class GroupResiduals:
         # would take gigabytes for a large dataset's reference.
         z = np.atleast_2d(z).astype(np.float32)
         groups, k, d = self.bases.shape
-        to_mean = (z * z).sum(1)[:, None] - 2 * z @ self.means.T + (self.means * self.means).sum(1)[None]
-        offset = np.einsum("gd,gkd->gk", self.means, self.bases)
-        inside = (z @ self.bases.reshape(groups * k, d).T).reshape(len(z), groups, k) - offset[None]
+        to_mean = (z * z).sum(1)[:, None] - 2 * z @ self.means.T + self._mean_norms[None]
+        inside = (z @ self.bases.reshape(groups * k, d).T).reshape(len(z), groups, k) - self._offset[None]
         return np.sqrt(np.maximum(to_mean - (inside * inside).sum(-1), 0.0))
+
+    # Of the means and bases alone: computed once, not for every image answered (the offset costs as
+    # much as projecting one image).
+    @cached_property
+    def _mean_norms(self) -> np.ndarray:
+        return (self.means * self.means).sum(1)
+
+    @cached_property
+    def _offset(self) -> np.ndarray:
+        return np.einsum("gd,gkd->gk", self.means, self.bases)
