@@ -35,7 +35,12 @@ from sklearn.metrics import roc_auc_score
 from cvtools import imaging
 from cvtools.schemas import TrainParams
 from cvtools.settings import Settings
-from cvtools.vision.calibration import group_residuals_with_reference, residual_with_reference
+from cvtools.vision.calibration import (
+    DIMS,
+    GROUP_DIMS,
+    group_residuals_with_reference,
+    residual_with_reference,
+)
 from cvtools.vision.embeddings import Item, Pipeline
 from cvtools.vision.predictor import load_predictor
 from cvtools.vision.residual import GroupResiduals, Residual
@@ -116,14 +121,20 @@ class Detectors:
     def _fit_residual(self, dims: int) -> tuple[Residual, np.ndarray, float]:
         """ViM (Wang et al. 2022) through the app's residual.py with `dims` directions: the residual, its
         held-out reference (sorted) and alpha, which scales it to the head's logits for ViM's score."""
-        fitted = residual_with_reference(self.cal.space(self.x_train), dims)
-        assert fitted is not None, "too few training images for a residual"
+        if dims == DIMS and self.cal.residual is not None:  # the shipped one: the calibration's own
+            residual, ref = self.cal.residual, self.cal.res_ref
+        else:
+            fitted = residual_with_reference(self.cal.space(self.x_train), dims)
+            assert fitted is not None, "too few training images for a residual"
+            residual, ref = fitted[0], np.sort(fitted[1])
         logits, _ = self._logits(self.x_train, self.x_train)
-        alpha = float(logits.max(1).mean() / max(fitted[1].mean(), 1e-6))
-        return fitted[0], np.sort(fitted[1]), alpha
+        return residual, ref, float(logits.max(1).mean() / max(ref.mean(), 1e-6))
 
     def _fit_class_residual(self, dims: int) -> tuple[GroupResiduals, np.ndarray]:
-        """The app's group residual with `dims` directions a group and its held-out reference (sorted)."""
+        """The app's group residual with `dims` directions a group and its held-out reference (sorted); with
+        the shipped GROUP_DIMS, the calibration's own."""
+        if dims == GROUP_DIMS and self.cal.group_residual is not None:
+            return self.cal.group_residual, self.cal.group_ref
         fitted = group_residuals_with_reference(self.cal.space(self.x_train), self.y_train, dims)
         assert fitted is not None, "no group of two training images"
         return fitted[0], np.sort(fitted[1])
