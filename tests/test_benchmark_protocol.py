@@ -119,3 +119,25 @@ def test_measured_scale_ranks_each_image_against_a_calibration_that_never_saw_it
     assert float(p[strays].max()) < 0.5 * float(np.median(others)), (p[strays], np.median(others))
     assert held_out_p_values([x[:84], x[:84]], y[:84], shas[:84], ["a", "b", "c"], params) is None  # c: 4 images
     assert scale_from(np.full(50, 1e-4), 0.05) == SCALE_RANGE[0] and scale_from(np.ones(50), 0.05) == SCALE_RANGE[1]
+
+
+def test_head_defaults_rule_needs_a_lead_on_dev_without_a_family_falling() -> None:
+    """head_bench's rule: >= 0.5 points over the shipped default on dev's mean over families, no family
+    more than 1 point below it; else the shipped default stays."""
+    from benchmarks import head_bench
+
+    grid = head_bench.settings()
+    assert head_bench.SHIPPED in grid
+    other = next(n for n in grid if n != head_bench.SHIPPED)
+
+    def means(lead: float, worst: float) -> dict[str, dict[str, float]]:
+        out = {}
+        for k, fam in enumerate(("a", "b", "c")):
+            row = {f"acc | {n}": 0.8 for n in grid}
+            row[f"acc | {other}"] = 0.8 + (worst if k == 0 else (3 * lead - worst) / 2)
+            out[fam] = row
+        return out
+
+    assert head_bench.choose(means(0.006, 0.006)) == other
+    assert head_bench.choose(means(0.004, 0.004)) == head_bench.SHIPPED  # too small a lead
+    assert head_bench.choose(means(0.01, -0.012)) == head_bench.SHIPPED  # one family falls too far
