@@ -99,7 +99,12 @@ def main() -> None:
     shas = sorted(sets)
     y = np.array([[g in sets[s] for g in layout.outputs] for s in shas], dtype=bool)
     fp, dim = p.backbone.fingerprint, p.backbone.feature_dim
-    hp = HeadParams(epochs=int(record.params["epochs"]), head_learning_rate=float(record.params["head_learning_rate"]))
+    hp = HeadParams(
+        epochs=int(record.params["epochs"]),
+        head_learning_rate=float(record.params["head_learning_rate"]),
+        hidden_units=int(record.params["hidden_units"]),
+        weight_decay=float(record.params["weight_decay"]),
+    )
     k = int(record.params["augment_views"])
     train_views = [0, 1, *range(2, 2 + k)]
     # every image's augmented views, so that any split's training side has them (as a run would)

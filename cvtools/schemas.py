@@ -185,8 +185,9 @@ class TrainParams(BaseModel):
 
     epochs: int = _param(40, TrainMode.HEAD, "Passes over the training images.", ge=1, le=2000)
     head_learning_rate: float = _param(3e-3, TrainMode.HEAD, "Step size of the head's optimiser.", ge=1e-6, le=1.0)
+    # 256, not a linear head: chosen on the dev half of benchmarks/head_bench.py (docs/BENCHMARKS.md).
     hidden_units: int = _param(
-        0, TrainMode.HEAD, "0: a linear head; more: a small neural network with that many units.", ge=0, le=4096
+        256, TrainMode.HEAD, "0: a linear head; more: a small neural network with that many units.", ge=0, le=4096
     )
     augment_views: int = _param(
         4, TrainMode.HEAD, "Randomly cropped and mirrored copies of each training image.", ge=0, le=16
