@@ -127,8 +127,8 @@ def test_head_defaults_rule_needs_a_lead_on_dev_without_a_family_falling() -> No
     from benchmarks import head_bench
 
     grid = head_bench.settings()
-    assert head_bench.SHIPPED in grid
-    other = next(n for n in grid if n != head_bench.SHIPPED)
+    assert head_bench.BASELINE in grid
+    other = next(n for n in grid if n != head_bench.BASELINE)
 
     def means(lead: float, worst: float) -> dict[str, dict[str, float]]:
         out = {}
@@ -139,5 +139,5 @@ def test_head_defaults_rule_needs_a_lead_on_dev_without_a_family_falling() -> No
         return out
 
     assert head_bench.choose(means(0.006, 0.006)) == other
-    assert head_bench.choose(means(0.004, 0.004)) == head_bench.SHIPPED  # too small a lead
-    assert head_bench.choose(means(0.01, -0.012)) == head_bench.SHIPPED  # one family falls too far
+    assert head_bench.choose(means(0.004, 0.004)) == head_bench.BASELINE  # too small a lead
+    assert head_bench.choose(means(0.01, -0.012)) == head_bench.BASELINE  # one family falls too far
