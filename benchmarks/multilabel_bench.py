@@ -20,9 +20,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
 from cvtools import imaging
+from cvtools.schemas import TrainParams
 from cvtools.vision import multilabel as ml
 from cvtools.vision.embeddings import Item, embed_missing
-from cvtools.vision.head import HeadParams
+from cvtools.vision.training.head_mode import head_params
 from cvtools.vision.training.splits import mask_by_combination
 
 from .common import (
@@ -99,12 +100,7 @@ def main() -> None:
     shas = sorted(sets)
     y = np.array([[g in sets[s] for g in layout.outputs] for s in shas], dtype=bool)
     fp, dim = p.backbone.fingerprint, p.backbone.feature_dim
-    hp = HeadParams(
-        epochs=int(record.params["epochs"]),
-        head_learning_rate=float(record.params["head_learning_rate"]),
-        hidden_units=int(record.params["hidden_units"]),
-        weight_decay=float(record.params["weight_decay"]),
-    )
+    hp = head_params(TrainParams.model_validate(record.params, strict=False))  # the head the run trained
     k = int(record.params["augment_views"])
     train_views = [0, 1, *range(2, 2 + k)]
     # every image's augmented views, so that any split's training side has them (as a run would)

@@ -112,11 +112,11 @@ class Detectors:
         self.within = LedoitWolf().fit(z - self.means[y_train]).precision_
         self.background = LedoitWolf().fit(z)
         self.x_train = x_train
+        self.train_logits, _ = self._logits(x_train, x_train)
         self.residual = {d: self._fit_residual(d) for d in RESIDUAL_DIMS}
         self.class_residual = {d: self._fit_class_residual(d) for d in CLASS_DIMS}
         # NNGuide's bank: the training features (cosine space) scaled by their own energy.
-        logits, _ = self._logits(x_train, x_train)
-        self.bank = unit(power_unit(x_train)) * self._energy(logits)[:, None]
+        self.bank = unit(power_unit(x_train)) * self._energy(self.train_logits)[:, None]
 
     def _fit_residual(self, dims: int) -> tuple[Residual, np.ndarray, float]:
         """ViM (Wang et al. 2022) through the app's residual.py with `dims` directions: the residual, its
@@ -127,8 +127,7 @@ class Detectors:
             fitted = residual_with_reference(self.cal.space(self.x_train), dims)
             assert fitted is not None, "too few training images for a residual"
             residual, ref = fitted[0], np.sort(fitted[1])
-        logits, _ = self._logits(self.x_train, self.x_train)
-        return residual, ref, float(logits.max(1).mean() / max(ref.mean(), 1e-6))
+        return residual, ref, float(self.train_logits.max(1).mean() / max(ref.mean(), 1e-6))
 
     def _fit_class_residual(self, dims: int) -> tuple[GroupResiduals, np.ndarray]:
         """The app's group residual with `dims` directions a group and its held-out reference (sorted); with
