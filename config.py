@@ -23,7 +23,7 @@ batch_size = 16
 # Duplicates: two images whose embeddings are closer than this are compared in detail (their
 # keypoints and pixels decide whether they show the same picture; see the README).
 # Cosine distance between the power-normalised image embeddings: 0 = identical, 1 = unrelated.
-max_equal_distance = 0.35
+max_equal_distance = 0.3
 
 # Address and port of the web pages. Keep host 127.0.0.1 (this computer only) unless
 # other computers must reach CV Tools; then auth_token must be set.

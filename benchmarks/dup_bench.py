@@ -33,6 +33,7 @@ from .families import FAMILIES
 DEV, REPORT = "openclipart", "wesnoth"  # the default direction; the other is run with the two swapped
 APP_DISTANCE = Settings.model_fields["max_equal_distance"].default  # the shipped default
 GRID = {
+    "keypoint_mirror": [False, True],  # first, False first: a tie keeps the keypoint route without it
     "max_distance": [0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45],
     "min_inliers": [6, 8, 10, 12, 15, 20],
     "min_coverage": [0.0, 0.05, 0.1, 0.2, 0.3],
@@ -83,6 +84,8 @@ def decide(t: dict[str, np.ndarray], p: dict[str, float]) -> np.ndarray:
     kp = (t["inliers"] >= p["min_inliers"]) & (t["rotation"] <= geometry.THRESHOLDS.max_rotation)
     kp &= (t["coverage"] >= p["min_coverage"]) & (t["aligned"] >= p["min_aligned"])
     kp &= (t["differing"] <= p["max_differing"]) & (t["aligned_start"] >= p.get("min_start", -1.0))
+    if p.get("keypoint_mirror", False):
+        kp &= ~((t["mirrored"] > t["aligned"] - p["mirror_margin"]) & (t["symmetric"] < p["min_plain"]))
     mirror = (t["mirrored"] > t["plain"] - p["mirror_margin"]) & (t["symmetric"] < p["min_plain"])
     px = (t["plain"] >= p["min_plain"]) & ~mirror & (t["plain_differing"] <= p["max_plain_differing"])
     # The stretch limit is not searched here: chosen on glyphs (dup_stretch.py), it holds in every grid point.

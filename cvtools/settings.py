@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     neuronet: str = "facebook/convnextv2-base-22k-224"
     test_size: float = 0.2
     batch_size: int = 16
-    max_equal_distance: float = 0.35
+    max_equal_distance: float = 0.3
     host: str = "127.0.0.1"
     port: int = 8000
     public_dirs: list[Path] = []

@@ -332,3 +332,34 @@ def test_the_drawn_part_layer_proposes_what_the_centre_crop_misses() -> None:
     assert all((i, n + i) in found and found[(i, n + i)].layers == ["drawn part"] for i in range(n))
     p = power_unit(plain)
     assert all(abs(found[(i, n + i)].distance - (1.0 - float(p[i] @ p[n + i]))) < 1e-5 for i in range(n))
+
+
+def _lines(seed: int) -> np.ndarray:
+    """A line drawing: a few dark strokes on white, blurred a little as a rescale would."""
+    rng = np.random.default_rng(seed)
+    img = np.full((128, 128), 255, np.uint8)
+    for _ in range(12):
+        p, q = rng.integers(8, 120, 2), rng.integers(8, 120, 2)
+        cv2.line(img, (int(p[0]), int(p[1])), (int(q[0]), int(q[1])), 0, 2)
+    return cv2.GaussianBlur(img.astype(np.float32), (0, 0), 0.8)
+
+
+def test_a_placement_a_pixel_off_does_not_differ_but_another_drawing_does(monkeypatch):
+    a, inside = _lines(1), np.ones((128, 128), bool)
+    shifted = np.roll(a, 1, axis=1)
+    other = a.copy()
+    other[:32, :32] = _lines(2)[:32, :32]  # one part drawn differently, as on a shared template
+    assert pixels._worst_part(a, shifted, inside) == 0.0
+    assert pixels._worst_part(a, other, inside) > geometry.THRESHOLDS.max_differing
+    monkeypatch.setattr(pixels, "TOLERANCE", 0)  # without the tolerance the shifted strokes differ
+    assert pixels._worst_part(a, shifted, inside) > 0.05
+
+
+def test_a_mirror_image_placed_turned_by_keypoints_is_refused():
+    placed = geometry.Measure(keypoints=400, small=200, inliers=60, coverage=0.5, rotation=13.0, aligned=0.9)
+    placed.aligned_start, placed.differing, placed.plain, placed.mirrored, placed.symmetric = 0.9, 0.0, 0.1, 0.99, 0.3
+    verdict = geometry.decide(placed)
+    assert not verdict.same and verdict.reason == "a mirror image, turned"
+    assert geometry.decide(placed, dataclasses.replace(geometry.THRESHOLDS, keypoint_mirror=False)).same
+    placed.symmetric = 0.95  # a symmetric drawing's mirror image is no evidence against it
+    assert geometry.decide(placed).same

@@ -37,12 +37,12 @@ class Thresholds:
     """Chosen on the dev family (benchmarks/dup_bench.py); docs/BENCHMARKS.md, "Duplicates"."""
 
     min_inliers: int = 6
-    min_coverage: float = 0.05  # of each drawn part, by the inliers' convex hull
+    min_coverage: float = 0.0  # of each drawn part, by the inliers' convex hull
     max_rotation: float = 45.0  # degrees; the pixels decide the rest
     min_aligned: float = 0.3  # grey-level correlation once aligned by the keypoints
     max_differing: float = 0.08  # share of the worst part of the aligned picture that may differ
     min_plain: float = 0.85  # the pixel rule: correlation once aligned by ECC alone
-    max_plain_differing: float = 0.15  # the pixel rule: share of the worst part that may differ
+    max_plain_differing: float = 0.05  # the pixel rule: share of the worst part that may differ
     mirror_margin: float = 0.0  # the pixel rule: the copy beats the mirror image by this, unless symmetric
     # The pixel rule: the placement's stretch at most this (pixels.stretch). Chosen on the glyph family
     # (benchmarks/dup_stretch.py), which neither family of the other thresholds is.
@@ -51,6 +51,9 @@ class Thresholds:
     # knob, at most min_aligned). The pixel rule is never gated: its start (the drawn parts centred on
     # each other) may be far off for a true copy, its refinement is what finds the placement.
     min_start: float = 0.3
+    # The keypoint route refuses a mirror image too (the pixel rule's test, with the keypoint placement's
+    # correlation): keypoints may place a mirror image turned, when the drawing is nearly symmetric.
+    keypoint_mirror: bool = True
 
 
 THRESHOLDS = Thresholds()
@@ -211,14 +214,29 @@ def measure(a: Features, b: Features, th: Thresholds | None = None) -> Measure:
     if m.keypoints >= 4:
         _keypoints(a, b, m, th)
     if th is not None and _by_keypoints(m, th):
-        return m
+        if not th.keypoint_mirror:
+            return m
+        _mirror(a, b, m)
+        if not _mirror_like(m, m.aligned, th):
+            return m
     m.plain, m.plain_differing, m.plain_start, placement = _compare(a, b, None, m.small)
     m.plain_stretch = pixels.stretch(placement)
     if th is not None and m.plain < th.min_plain:
         return m
-    m.mirrored = _compare(a, b, None, m.small, mirror=True)[0]  # never gated: it may only refuse
-    m.symmetric = pixels.ncc(a.thumb, a.thumb[:, ::-1])
+    _mirror(a, b, m)
     return m
+
+
+def _mirror(a: Features, b: Features, m: Measure) -> None:
+    if m.mirrored is None:
+        m.mirrored = _compare(a, b, None, m.small, mirror=True)[0]  # never gated: it may only refuse
+        m.symmetric = pixels.ncc(a.thumb, a.thumb[:, ::-1])
+
+
+def _mirror_like(m: Measure, corr: float, th: Thresholds) -> bool:
+    """b's mirror image agrees with a at least as well as b does (less the margin), and a is not
+    symmetric (its mirror image is then no evidence)."""
+    return (m.mirrored or 0.0) > corr - th.mirror_margin and (m.symmetric or 0.0) < th.min_plain
 
 
 def _by_keypoints(m: Measure, th: Thresholds) -> bool:
@@ -235,15 +253,18 @@ def decide(m: Measure, th: Thresholds = THRESHOLDS) -> Verdict:
     """The same picture when the keypoints place one image on the other and the aligned pictures agree,
     or (images too plain or small for keypoints, or a placement the keypoints miss) when the pixels
     alone align and agree, and not better as a mirror image."""
-    if _by_keypoints(m, th):
+    placed = _by_keypoints(m, th)
+    if placed and not (th.keypoint_mirror and _mirror_like(m, m.aligned, th)):
         return Verdict(True, "keypoints", f"{m.inliers} keypoints agree, covering {m.coverage:.0%}", m)
-    plain, mirrored, symmetric = m.plain or 0.0, m.mirrored or 0.0, m.symmetric or 0.0
-    mirror = mirrored > plain - th.mirror_margin and symmetric < th.min_plain
+    plain = m.plain or 0.0
+    mirror = _mirror_like(m, plain, th)
     agree = plain >= th.min_plain and m.plain_differing <= th.max_plain_differing and not mirror
     if agree and m.plain_stretch <= th.max_plain_stretch:
         return Verdict(True, "pixels", f"the aligned pictures agree (correlation {plain:.2f})", m)
     if agree:
         return Verdict(False, "pixels", f"they agree only when one is stretched ({m.plain_stretch:.2f}x)", m)
+    if placed:
+        return Verdict(False, "keypoints", "a mirror image, turned", m)
     if m.inliers < th.min_inliers:
         return Verdict(False, "keypoints", f"{m.inliers} keypoints agree on one placement", m)
     if mirror and plain >= th.min_plain:

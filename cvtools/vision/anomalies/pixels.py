@@ -8,6 +8,10 @@ import numpy as np
 
 BLOCKS = 4  # the differing share is that of the worst of BLOCKS x BLOCKS parts
 DIFF_SIGMA = 1.0  # a pixel differs when the normalised grey levels differ by more than this
+# ... from every pixel of the other image within this many pixels (a 3 x 3 neighbourhood): a placement
+# a pixel off, or an edge smeared by JPEG or a turn, is not a different picture. Chosen on the dev
+# family of benchmarks/dup_bench.py (docs/BENCHMARKS.md, "Duplicates", twenty-fourth session).
+TOLERANCE = 1
 ECC_ITERATIONS = 25  # at most per alignment: a refused pair runs them all; 40 found no more copies on dev
 
 
@@ -98,13 +102,21 @@ def _worst_part(a: np.ndarray, b: np.ndarray, inside: np.ndarray) -> float:
     va, vb = a[inside], b[inside]
     za = (a - va.mean()) / (va.std() + 1e-3)
     zb = (b - vb.mean()) / (vb.std() + 1e-3)
-    differs = (np.abs(za - zb) > DIFF_SIGMA) & inside
+    differs = (_outside(za, zb) | _outside(zb, za)) & inside
     h, w = a.shape
     ys, xs = [y * h // BLOCKS for y in range(BLOCKS)], [x * w // BLOCKS for x in range(BLOCKS)]
     n_in, n_diff = _part_sums(inside, ys, xs), _part_sums(differs, ys, xs)
     size = np.outer(np.diff([*ys, h]), np.diff([*xs, w]))
     counted = n_in >= 0.5 * size  # parts mostly outside the common area say nothing
     return float((n_diff[counted] / n_in[counted]).max()) if counted.any() else 0.0
+
+
+def _outside(za: np.ndarray, zb: np.ndarray) -> np.ndarray:
+    """Where za lies more than DIFF_SIGMA outside the range of zb's neighbourhood (TOLERANCE pixels)."""
+    if TOLERANCE == 0:
+        return np.abs(za - zb) > DIFF_SIGMA
+    k = np.ones((2 * TOLERANCE + 1, 2 * TOLERANCE + 1), np.uint8)
+    return (za < cv2.erode(zb, k) - DIFF_SIGMA) | (za > cv2.dilate(zb, k) + DIFF_SIGMA)
 
 
 def _part_sums(mask: np.ndarray, ys: list[int], xs: list[int]) -> np.ndarray:
