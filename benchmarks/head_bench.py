@@ -14,7 +14,7 @@ seeds 0-2, beats the shipped one's by >= 0.5 points and no family's mean falls b
 of those, the most accurate (on a tie: fewer views, then no hidden layer, then the smaller decay).
 Report runs the same grid, and only the chosen setting's figures (and the shipped one's) are read.
 
-    python -m benchmarks.head_bench [--half dev|report] [--settings 'NAME;NAME']
+    python -m benchmarks.head_bench [--half dev|report] [--settings 'NAME;NAME'] [--training-seed N]
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def settings() -> dict[str, Setting]:
     return {s.name: s for s in itertools.starmap(Setting, itertools.product(VIEWS, DECAYS, HIDDEN))}
 
 
-def one(family: Family, half: str, seed: int, grid: dict[str, Setting]) -> dict[str, float]:
+def one(family: Family, half: str, seed: int, grid: dict[str, Setting], training_seed: int = 0) -> dict[str, float]:
     settings_, sv = build(load=False)
     groups, _ = draw(family, half, seed, 30, 15)
     for g, (tr, _) in groups.items():
@@ -90,7 +90,7 @@ def one(family: Family, half: str, seed: int, grid: dict[str, Setting]) -> dict[
     out: dict[str, float] = {}
     for name, setting in grid.items():
         t0 = time.perf_counter()
-        run = train(sv, "head", **setting.params())
+        run = train(sv, "head", **setting.params(), seed=training_seed)
         out[f"seconds | {name}"] = time.perf_counter() - t0
         p = load_predictor(sv.models.registry.run_dir(run), bb)
         out[f"acc | {name}"] = float((evaluate_probs(p.head, [h0, h1]).argmax(1) == y).mean())
@@ -126,6 +126,7 @@ def main() -> None:
     ap.add_argument("--half", choices=["dev", "report"], default="dev")
     ap.add_argument("--settings", default="", help="only these settings, ';'-separated names (default: the grid)")
     ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--training-seed", type=int, default=0, help="the heads' own seed (the app's `seed`)")
     args = ap.parse_args()
     grid = settings()
     if args.settings:
@@ -133,7 +134,7 @@ def main() -> None:
     means: dict[str, dict[str, float]] = {}
     for name in args.families.split(","):
         family = FAMILIES[name]()
-        runs = [one(family, args.half, s, grid) for s in SEEDS]
+        runs = [one(family, args.half, s, grid, args.training_seed) for s in SEEDS]
         keys = runs[0]
         summary = {k: f"{np.mean([r[k] for r in runs]):.3f} ± {np.std([r[k] for r in runs], ddof=1):.3f}" for k in keys}
         means[name] = {k: float(np.mean([r[k] for r in runs])) for k in keys}

@@ -194,6 +194,13 @@ class TrainParams(BaseModel):
     )
     weight_decay: float = _param(1e-4, TrainMode.HEAD, "Pull towards small weights (against over-fitting).", ge=0, le=1)
     tta_flip: bool = _param(True, TrainMode.HEAD, "Average every answer with that of the mirror image.")
+    seed: int = _param(
+        0,
+        TrainMode.HEAD,
+        "Seed of the head's random draws (first weights, dropout, batch order); another seed, another draw.",
+        ge=0,
+        le=2**31 - 1,
+    )
     use_all_images: bool = _param(
         True, TrainMode.HEAD, "After the check, train once more on all images (the check images too)."
     )

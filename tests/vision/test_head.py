@@ -27,3 +27,16 @@ def test_head_learns_separable_groups_and_repeats_itself(hidden: int) -> None:
     assert float((probs.argmax(1) == yv).mean()) >= 0.9
     again, _, _ = train_head(x, y, [xv], yv, n_classes=3, params=params, seed=4)
     assert np.allclose(evaluate_probs(again, [xv]), probs, atol=1e-6)
+    other, _, _ = train_head(x, y, [xv], yv, n_classes=3, params=params, seed=5)
+    assert not np.allclose(evaluate_probs(other, [xv]), probs, atol=1e-6)  # the seed is what repeats
+
+
+def test_the_training_seed_setting_reaches_every_head() -> None:
+    from cvtools.schemas import TrainParams
+    from cvtools.vision.training.head_mode import head_params
+
+    assert head_params(TrainParams()).seed == 0  # the default: the draw every earlier figure was measured with
+    assert head_params(TrainParams(seed=7)).seed == 7
+    assert TrainParams.help()["seed"]["mode"] == "head"
+    with pytest.raises(ValueError, match="seed"):
+        TrainParams(seed=-1)

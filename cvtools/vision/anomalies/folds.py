@@ -48,7 +48,9 @@ def out_of_fold_probs(
         train, test = fold != f, fold == f
         x = np.concatenate([v[train] for v in views])
         y = np.tile(labels[train], len(views))
-        head, _, _ = train_head(x, y, [], np.array([], dtype=int), n_classes=n_classes, params=params, seed=f)
+        head, _, _ = train_head(
+            x, y, [], np.array([], dtype=int), n_classes=n_classes, params=params, seed=params.seed + f
+        )
         probs[test] = evaluate_probs(head, [v[test] for v in views])
         if progress:
             progress(f + 1, k)
@@ -78,7 +80,13 @@ def out_of_fold_multi(
         train, test = fold != f, fold == f
         x = np.concatenate([v[train] for v in views])
         head, _ = ml.train_multi_head(
-            x, np.tile(y[train], (len(views), 1)), [], np.zeros((0, y.shape[1])), layout=layout, params=params, seed=f
+            x,
+            np.tile(y[train], (len(views), 1)),
+            [],
+            np.zeros((0, y.shape[1])),
+            layout=layout,
+            params=params,
+            seed=params.seed + f,
         )
         probs[test] = ml.evaluate_multi(head, [v[test] for v in views], layout)
     return probs

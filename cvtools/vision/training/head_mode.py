@@ -40,10 +40,26 @@ class Objective:
     ) -> HeadModel:
         if self.layout is not None:
             return ml.train_multi_head(
-                x, y, val_views, y_val, layout=self.layout, params=params, on_epoch=on_epoch, cancelled=cancelled
+                x,
+                y,
+                val_views,
+                y_val,
+                layout=self.layout,
+                params=params,
+                seed=params.seed,
+                on_epoch=on_epoch,
+                cancelled=cancelled,
             )[0]
         return train_head(
-            x, y, val_views, y_val, n_classes=len(self.classes), params=params, on_epoch=on_epoch, cancelled=cancelled
+            x,
+            y,
+            val_views,
+            y_val,
+            n_classes=len(self.classes),
+            params=params,
+            seed=params.seed,
+            on_epoch=on_epoch,
+            cancelled=cancelled,
         )[0]
 
     def probs(self, head: HeadModel, views: list[np.ndarray]) -> np.ndarray:
@@ -59,6 +75,7 @@ def head_params(params: TrainParams) -> HeadParams:
         head_learning_rate=params.head_learning_rate,
         hidden_units=params.hidden_units,
         weight_decay=params.weight_decay,
+        seed=params.seed,
     )
 
 
