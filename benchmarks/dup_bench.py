@@ -78,6 +78,12 @@ def proposed(t: dict[str, np.ndarray], p: dict[str, float]) -> np.ndarray:
     return near | (t["drawn"] <= p.get("max_drawn_distance", -1.0))
 
 
+def mirror_like(t: dict[str, np.ndarray], corr: np.ndarray, p: dict[str, float]) -> np.ndarray:
+    """geometry._mirror_like for every candidate: the mirror image agrees at least as well as `corr`
+    (less the margin), and the picture is not symmetric."""
+    return (t["mirrored"] > corr - p["mirror_margin"]) & (t["symmetric"] < p["min_plain"])
+
+
 def decide(t: dict[str, np.ndarray], p: dict[str, float]) -> np.ndarray:
     """The same decision as geometry.decide, for every candidate at once."""
     cand = proposed(t, p)
@@ -85,9 +91,9 @@ def decide(t: dict[str, np.ndarray], p: dict[str, float]) -> np.ndarray:
     kp &= (t["coverage"] >= p["min_coverage"]) & (t["aligned"] >= p["min_aligned"])
     kp &= (t["differing"] <= p["max_differing"]) & (t["aligned_start"] >= p.get("min_start", -1.0))
     if p.get("keypoint_mirror", False):
-        kp &= ~((t["mirrored"] > t["aligned"] - p["mirror_margin"]) & (t["symmetric"] < p["min_plain"]))
-    mirror = (t["mirrored"] > t["plain"] - p["mirror_margin"]) & (t["symmetric"] < p["min_plain"])
-    px = (t["plain"] >= p["min_plain"]) & ~mirror & (t["plain_differing"] <= p["max_plain_differing"])
+        kp &= ~mirror_like(t, t["aligned"], p)
+    px = (t["plain"] >= p["min_plain"]) & ~mirror_like(t, t["plain"], p)
+    px &= t["plain_differing"] <= p["max_plain_differing"]
     # The stretch limit is not searched here: chosen on glyphs (dup_stretch.py), it holds in every grid point.
     px &= t["plain_stretch"] <= p.get("max_plain_stretch", geometry.THRESHOLDS.max_plain_stretch)
     return t["identical"] | (cand & (kp | px))

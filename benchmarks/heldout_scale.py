@@ -14,6 +14,7 @@ its p-value; the scale takes the quantile where `target` of the p-values fall.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -53,7 +54,12 @@ def held_out_p_values(
         cal = calibrate(oof, labels[fit], classes, views[0][fit], inner_shas, target_frr=0.05)
         x = np.concatenate(inner_views)
         head, _, _ = train_head(
-            x, np.tile(labels[fit], len(views)), [], np.array([], int), n_classes=len(classes), params=params, seed=f
+            x,
+            np.tile(labels[fit], len(views)),
+            [],
+            np.array([], int),
+            n_classes=len(classes),
+            params=replace(params, seed=f),
         )
         top = evaluate_probs(head, [v[held] for v in views]).max(1)
         z = cal.space(views[0][held])

@@ -91,8 +91,8 @@ def evaluate_probs(head: HeadModel, views: list[np.ndarray]) -> np.ndarray:
     return torch.stack(probs).mean(0).numpy()
 
 
-def new_head(x_train: np.ndarray, n_out: int, params: HeadParams, seed: int) -> tuple[HeadModel, torch.Tensor]:
-    torch.manual_seed(seed)
+def new_head(x_train: np.ndarray, n_out: int, params: HeadParams) -> tuple[HeadModel, torch.Tensor]:
+    torch.manual_seed(params.seed)
     head = HeadModel(x_train.shape[1], n_out, params.hidden_units, params.dropout)
     xt = torch.from_numpy(x_train)
     head.mean.copy_(xt.mean(0))
@@ -109,7 +109,6 @@ def fit(
     score: Callable[[int], tuple[float, float]],
     *,
     params: HeadParams,
-    seed: int,
     on_epoch: Callable[[EpochRow], None] | None,
     cancelled: Callable[[], bool],
 ) -> int:
@@ -123,7 +122,7 @@ def fit(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
     )
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(params.seed)
     best: tuple[float, float] | None = None
     best_state: dict[str, torch.Tensor] = {}
     best_epoch = 0
@@ -165,12 +164,11 @@ def train_head(
     *,
     n_classes: int,
     params: HeadParams,
-    seed: int = 0,
     on_epoch: Callable[[EpochRow], None] | None = None,
     cancelled: Callable[[], bool] = lambda: False,
 ) -> tuple[HeadModel, list[EpochRow], int]:
     """Softmax head; returns the head of the best epoch (accuracy, then loss), the epoch rows and it."""
-    head, xt = new_head(x_train, n_classes, params, seed)
+    head, xt = new_head(x_train, n_classes, params)
     yt = torch.from_numpy(y_train.astype(np.int64))
     # Balanced classes: each group weighs the same whatever its image count.
     counts = np.bincount(y_train, minlength=n_classes).astype(np.float32)
@@ -193,7 +191,6 @@ def train_head(
         batch_loss,
         score,
         params=params,
-        seed=seed,
         on_epoch=lambda r: (rows.append(r), on_epoch(r) if on_epoch else None),
         cancelled=cancelled,
     )

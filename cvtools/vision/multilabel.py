@@ -93,13 +93,12 @@ def train_multi_head(
     *,
     layout: Layout,
     params: HeadParams,
-    seed: int = 0,
     on_epoch: Callable[[EpochRow], None] | None = None,
     cancelled: Callable[[], bool] = lambda: False,
 ) -> tuple[HeadModel, list[EpochRow]]:
     """As head.train_head, with the multi-label loss; the kept epoch has the best micro-F1 (then loss).
     EpochRow.accuracy carries the micro-F1 at 0.5 (per attribute: its best value)."""
-    head, xt = new_head(x_train, len(layout.outputs), params, seed)
+    head, xt = new_head(x_train, len(layout.outputs), params)
     yt = torch.from_numpy(y_train.astype(np.float32))
     pos = yt.sum(0)
     # Rare labels weigh more, capped so that a label seen twice does not dominate.
@@ -127,7 +126,6 @@ def train_multi_head(
         batch_loss,
         score,
         params=params,
-        seed=seed,
         on_epoch=lambda r: (rows.append(r), on_epoch(r) if on_epoch else None),
         cancelled=cancelled,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -21,13 +23,13 @@ def test_head_learns_separable_groups_and_repeats_itself(hidden: int) -> None:
     x, y = _blobs(90, 0)
     xv, yv = _blobs(30, 1)
     params = HeadParams(epochs=10, hidden_units=hidden)
-    head, rows, best = train_head(x, y, [xv], yv, n_classes=3, params=params, seed=4)
+    head, rows, best = train_head(x, y, [xv], yv, n_classes=3, params=replace(params, seed=4))
     assert isinstance(head, HeadModel) and len(rows) == 10 and 1 <= best <= 10
     probs = evaluate_probs(head, [xv])
     assert float((probs.argmax(1) == yv).mean()) >= 0.9
-    again, _, _ = train_head(x, y, [xv], yv, n_classes=3, params=params, seed=4)
+    again, _, _ = train_head(x, y, [xv], yv, n_classes=3, params=replace(params, seed=4))
     assert np.allclose(evaluate_probs(again, [xv]), probs, atol=1e-6)
-    other, _, _ = train_head(x, y, [xv], yv, n_classes=3, params=params, seed=5)
+    other, _, _ = train_head(x, y, [xv], yv, n_classes=3, params=replace(params, seed=5))
     assert not np.allclose(evaluate_probs(other, [xv]), probs, atol=1e-6)  # the seed is what repeats
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -49,7 +50,7 @@ def out_of_fold_probs(
         x = np.concatenate([v[train] for v in views])
         y = np.tile(labels[train], len(views))
         head, _, _ = train_head(
-            x, y, [], np.array([], dtype=int), n_classes=n_classes, params=params, seed=params.seed + f
+            x, y, [], np.array([], dtype=int), n_classes=n_classes, params=replace(params, seed=params.seed + f)
         )
         probs[test] = evaluate_probs(head, [v[test] for v in views])
         if progress:
@@ -85,8 +86,7 @@ def out_of_fold_multi(
             [],
             np.zeros((0, y.shape[1])),
             layout=layout,
-            params=params,
-            seed=params.seed + f,
+            params=replace(params, seed=params.seed + f),
         )
         probs[test] = ml.evaluate_multi(head, [v[test] for v in views], layout)
     return probs

@@ -112,9 +112,8 @@ def _worst_part(a: np.ndarray, b: np.ndarray, inside: np.ndarray) -> float:
 
 
 def _outside(za: np.ndarray, zb: np.ndarray) -> np.ndarray:
-    """Where za lies more than DIFF_SIGMA outside the range of zb's neighbourhood (TOLERANCE pixels)."""
-    if TOLERANCE == 0:
-        return np.abs(za - zb) > DIFF_SIGMA
+    """Where za lies more than DIFF_SIGMA outside the range of zb's neighbourhood (TOLERANCE pixels; 0:
+    the same pixel only)."""
     k = np.ones((2 * TOLERANCE + 1, 2 * TOLERANCE + 1), np.uint8)
     return (za < cv2.erode(zb, k) - DIFF_SIGMA) | (za > cv2.dilate(zb, k) + DIFF_SIGMA)
 

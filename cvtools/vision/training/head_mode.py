@@ -46,7 +46,6 @@ class Objective:
                 y_val,
                 layout=self.layout,
                 params=params,
-                seed=params.seed,
                 on_epoch=on_epoch,
                 cancelled=cancelled,
             )[0]
@@ -57,7 +56,6 @@ class Objective:
             y_val,
             n_classes=len(self.classes),
             params=params,
-            seed=params.seed,
             on_epoch=on_epoch,
             cancelled=cancelled,
         )[0]
